@@ -1,0 +1,39 @@
+# sglbuild: `make image` builds the default image, `make test` runs the tests.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+TARGET ?=
+
+.PHONY: image test bench host lock clean-images
+
+$(BIN)/sglbuild: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --isolated --quiet --index-url https://pypi.org/simple --upgrade pip
+	$(BIN)/pip install --isolated --quiet --index-url https://pypi.org/simple -e '.[test]'
+	touch $@
+
+host:
+	@ci/bootstrap-host.sh
+
+## image: check the lock, fetch the wheelhouse, build + smoke-test + tag the default image
+image: $(BIN)/sglbuild host
+	$(BIN)/sglbuild lock --check $(TARGET)
+	$(BIN)/sglbuild fetch $(TARGET)
+	$(BIN)/sglbuild build $(TARGET)
+
+## test: unit tests and integration tests against the real engine
+test: $(BIN)/sglbuild host
+	$(BIN)/pytest -q
+
+## bench: sglbuild against the naive build of the same pins (needs ~40 GB free disk)
+bench: $(BIN)/sglbuild host
+	$(BIN)/python bench/build_bench.py
+
+## lock: re-resolve the default target (network needed)
+lock: $(BIN)/sglbuild
+	$(BIN)/sglbuild lock $(TARGET)
+
+## clean-images: remove every image and container sglbuild made (by its labels and repositories)
+clean-images:
+	-/usr/bin/docker ps -aq --filter label=io.sglbuild.managed | xargs -r /usr/bin/docker rm -f
+	-/usr/bin/docker images --format '{{.Repository}}:{{.Tag}}' | grep -E '^sglbuild(-test)?/' | xargs -r /usr/bin/docker rmi -f

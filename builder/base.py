@@ -1,0 +1,122 @@
+"""Build step 1, base: a Debian root filesystem from Debian packages, imported as an image.
+
+No registry is needed: mmdebstrap installs exactly the locked package versions with a
+fixed SOURCE_DATE_EPOCH, ``docker import`` turns the tarball into an image, and the
+image is tagged only after its installed packages are checked against the lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import docker
+import docker.errors
+
+from .engine import LABEL_MANAGED, find_image, run_in_image, tag_image
+from .errors import DiskFull, EngineError, IntegrityError, Interrupted, NetworkError, ToolMissing
+from .lock import Lock
+from .profile import Target
+
+BASE_REPO = "sglbuild/base"
+_MIN_FREE = 2 << 30
+
+
+def base_key(target: Target, lock: Lock) -> str:
+    blob = json.dumps({"suite": target.base.suite, "mirror": target.base.mirror, "epoch": target.base.source_date_epoch,
+                       "include": sorted(target.base.packages), "debian": lock.debian, "image": lock.base_image},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def base_ref(target: Target, lock: Lock) -> str:
+    if not target.base.bootstrapped:
+        return target.base.image or ""
+    return f"{BASE_REPO}:{base_key(target, lock)[:16]}"
+
+
+def ensure_base(client: docker.DockerClient, target: Target, lock: Lock, workdir: Path | None = None) -> tuple[str, bool]:
+    """Return (reference, built) for the target's base image, bootstrapping it if needed."""
+    ref = base_ref(target, lock)
+    if find_image(client, ref) is not None:
+        return ref, False
+    if not target.base.bootstrapped:
+        try:
+            client.images.pull(ref)
+        except docker.errors.APIError as exc:
+            raise NetworkError(f"cannot pull base image {ref}: {exc.explanation}", "load it with 'docker load' or use a bootstrapped base") from None
+        return ref, True
+    if shutil.which("mmdebstrap") is None:
+        raise ToolMissing("mmdebstrap is not installed", "apt-get install mmdebstrap")
+    with tempfile.TemporaryDirectory(prefix="sglbuild-base-", dir=workdir) as tmp:
+        if shutil.disk_usage(tmp).free < _MIN_FREE:
+            raise DiskFull(f"less than 2 GiB free in {tmp} for the base tarball", "free space or set TMPDIR")
+        tarball = Path(tmp, "rootfs.tar")
+        _bootstrap(target, lock, tarball)
+        image_id = _import(client, tarball, target)
+    try:
+        _check_packages(client, image_id, lock)
+    except BaseException:
+        client.images.remove(image_id, force=True)
+        raise
+    tag_image(client, image_id, ref)
+    return ref, True
+
+
+def _bootstrap(target: Target, lock: Lock, tarball: Path) -> None:
+    base = target.base
+    # Pin what the profile asks for to the locked versions; the essential set follows
+    # the mirror and is checked against the lock after import.
+    include = [f"{p}={lock.debian[p]}" if p in lock.debian else p for p in base.packages]
+    cmd = ["mmdebstrap", "--quiet", "--variant=minbase", "--format=tar",
+           "--customize-hook=rm -f \"$1\"/var/log/dpkg.log \"$1\"/var/log/apt/*.log \"$1\"/var/cache/ldconfig/aux-cache"]
+    if include:
+        cmd.append("--include=" + ",".join(include))
+    cmd += [base.suite, str(tarball), base.mirror]
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(base.source_date_epoch)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _, stderr = proc.communicate()
+    except KeyboardInterrupt:
+        # Let mmdebstrap unmount and remove its chroot before we go.
+        proc.terminate()
+        proc.wait(timeout=120)
+        raise Interrupted("base bootstrap interrupted; nothing was tagged", "run the build again") from None
+    if proc.returncode != 0:
+        lines = [ln for ln in stderr.splitlines() if ln.strip()]
+        tail = (lines or ["(no output)"])[-1][:300]
+        if "No space left" in stderr:
+            raise DiskFull(f"disk full while bootstrapping the base: {tail}", "free space and build again")
+        if any(s in stderr for s in ("Failed to fetch", "Could not resolve", "Temporary failure")):
+            raise NetworkError(f"Debian mirror {base.mirror} did not answer: {tail}", "check the mirror and the network")
+        if "=" in stderr and ("not found" in stderr or "Version" in stderr):
+            raise IntegrityError(f"the mirror no longer has a locked package version: {tail}", "run 'sglbuild lock' to move the pins")
+        raise EngineError(f"mmdebstrap failed: {tail}")
+
+
+def _import(client: docker.DockerClient, tarball: Path, target: Target) -> str:
+    out = client.api.import_image_from_file(str(tarball), changes=[f'LABEL {LABEL_MANAGED}="true"'])
+    last = out.strip().splitlines()[-1] if isinstance(out, str) else out
+    status = json.loads(last).get("status", "") if isinstance(last, str) else ""
+    if not status.startswith("sha256:"):
+        raise EngineError(f"docker import of the base gave no image ID: {str(out)[:200]}")
+    return status
+
+
+def _check_packages(client: docker.DockerClient, image_id: str, lock: Lock) -> None:
+    code, out = run_in_image(client, image_id, ["dpkg-query", "-W", "-f", "${Package} ${Version}\\n"])
+    if code != 0:
+        raise EngineError(f"cannot list the base's packages: {out.strip()[:200]}")
+    installed = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+    drift = [f"{p} {installed.get(p, 'absent')} (lock: {v})" for p, v in sorted(lock.debian.items()) if installed.get(p) != v]
+    drift += [f"{p} {v} (not in lock)" for p, v in sorted(installed.items()) if p not in lock.debian]
+    if drift:
+        more = f" and {len(drift) - 3} more" if len(drift) > 3 else ""
+        raise IntegrityError(f"the bootstrapped base differs from the lock: {'; '.join(drift[:3])}{more}",
+                             "the mirror moved: run 'sglbuild lock' and review the change")

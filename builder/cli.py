@@ -1,0 +1,156 @@
+"""The ``sglbuild`` command: a thin click layer over profile -> lock -> wheelhouse -> render -> build."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from . import __version__
+from .build import build as run_build
+from .engine import connect
+from .errors import Interrupted, LockError, SglbuildError
+from .lock import check_lock, lock_path, read_lock, write_lock
+from .profile import DEFAULT_PROFILE, Profile, load_profile
+from .render import render as render_dockerfile
+from .render import stage_specs
+from .resolve import resolve
+from .base import base_ref
+from .engine import git_revision
+from .ui import Reporter
+from .wheelhouse import fetch as run_fetch
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"sglbuild: error: {message}", err=True)
+    sys.exit(code)
+
+
+def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Expected failures become one line and their exit code; bugs keep their traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SglbuildError as exc:
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted; nothing was tagged", Interrupted.exit_code)
+
+    return wrapper
+
+
+class Context:
+    def __init__(self, profile_path: str, wheels: str | None) -> None:
+        self.profile_path = profile_path
+        self.wheels_opt = wheels
+
+    @functools.cached_property
+    def profile(self) -> Profile:
+        return load_profile(self.profile_path)
+
+    @property
+    def wheelhouse(self) -> Path:
+        return Path(self.wheels_opt) if self.wheels_opt else self.profile.root / "wheels"
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sglbuild")
+@click.option("--profile", "profile_path", default=DEFAULT_PROFILE, show_default=True, help="Profile declaring the image targets.")
+@click.option("--wheels", default=None, help="Wheelhouse directory [default: wheels/ beside the profile].")
+@click.pass_context
+def cli(ctx: click.Context, profile_path: str, wheels: str | None) -> None:
+    """Build reproducible, verified SGLang images for NVIDIA Blackwell (sm_120) GPUs."""
+    ctx.obj = Context(profile_path, wheels)
+
+
+@cli.command()
+@click.argument("target", required=False)
+@click.option("--check", is_flag=True, help="Only check that the lock matches the profile; change nothing.")
+@pass_ctx
+@handled
+def lock(ctx: Context, target: str | None, check: bool) -> None:
+    """Resolve every input of TARGET for the image's platform and write its lock file."""
+    t = ctx.profile.target(target)
+    if check:
+        lk = check_lock(ctx.profile, t)
+        click.echo(f"{lock_path(ctx.profile, t)}: up to date ({len(lk.wheels)} wheels, {len(lk.debian)} Debian packages)")
+        return
+    click.echo(f"resolving {t.name} for CPython on linux/{'x86_64'} ...", err=True)
+    new = resolve(ctx.profile, t, ctx.wheelhouse)
+    try:
+        old_digest = read_lock(ctx.profile, t).digest
+    except LockError:
+        old_digest = None
+    path = write_lock(ctx.profile, t, new)
+    state = "unchanged" if old_digest == new.digest else "written"
+    click.echo(f"{path}: {state}: {len(new.wheels)} wheels, {len(new.debian)} Debian packages, "
+               f"Python {new.platform.python}, glibc {new.platform.glibc}, sha256:{new.digest[:16]}")
+
+
+@cli.command()
+@click.argument("target", required=False)
+@click.option("--jobs", "-j", default=4, show_default=True, help="Parallel downloads.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@pass_ctx
+@handled
+def fetch(ctx: Context, target: str | None, jobs: int, quiet: bool) -> None:
+    """Fill the wheelhouse from TARGET's lock (parallel, resumable, sha256-verified)."""
+    t = ctx.profile.target(target)
+    lk = check_lock(ctx.profile, t)
+    result = run_fetch(lk, ctx.wheelhouse, Reporter(quiet=quiet), jobs=jobs)
+    click.echo(f"{ctx.wheelhouse}: {len(result.present) + len(result.downloaded)} of {len(lk.wheels)} wheels verified "
+               f"({len(result.downloaded)} downloaded, {result.bytes / 1e6:.0f} MB)")
+
+
+@cli.command()
+@click.argument("target", required=False)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write the Dockerfile here.")
+@pass_ctx
+@handled
+def render(ctx: Context, target: str | None, output: str | None) -> None:
+    """Render TARGET's multi-stage Dockerfile from the profile and its lock."""
+    t = ctx.profile.target(target)
+    lk = check_lock(ctx.profile, t)
+    text = render_dockerfile(t, lk, stage_specs(t, lk, base_ref(t, lk)), git_revision(ctx.profile.root))
+    if output:
+        Path(output).write_text(text)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@cli.command()
+@click.argument("target", required=False)
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.option("--json", "json_mode", is_flag=True, help="Print the result as JSON on stdout.")
+@click.option("--verbose", "-v", is_flag=True, help="Stream the engine's build output.")
+@pass_ctx
+@handled
+def build(ctx: Context, target: str | None, quiet: bool, json_mode: bool, verbose: bool) -> None:
+    """Build TARGET's stages (reusing unchanged ones), smoke-test the image, then tag it."""
+    t = ctx.profile.target(target)
+    lk = check_lock(ctx.profile, t)
+    client = connect()
+    reporter = Reporter(quiet=quiet, json_mode=json_mode)
+    reporter.info(f"building {t.name} (lock sha256:{lk.digest[:16]})")
+    result = run_build(ctx.profile, t, lk, ctx.wheelhouse, reporter, client, verbose=verbose)
+    reporter.emit(asdict(result))
+    reporter.info(f"{result.tag}  {result.image_id[:19]}  {result.size / 1e9:.2f} GB  {result.seconds:.1f} s")
+
+
+def main() -> None:
+    cli(prog_name="sglbuild")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,345 @@
+"""Step 1, profile: read ``sglbuild.toml`` into typed, validated image targets.
+
+Every error names the file, the key and, where the text shows it, the line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from .errors import ProfileError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+DEFAULT_PROFILE = "sglbuild.toml"
+_DIGEST_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_ARCH = re.compile(r"^sm_\d+[af]?$")
+
+
+@dataclass(frozen=True)
+class Pin:
+    """One requirement of a stage and where its distribution must come from.
+
+    ``index`` names an extra package index (e.g. PyTorch's nightly index);
+    ``wheel``/``sha256`` name a prebuilt wheel placed in the wheelhouse by hand.
+    """
+
+    requirement: str
+    index: str | None = None
+    wheel: str | None = None
+    sha256: str | None = None
+
+    @property
+    def name(self) -> str:
+        return canonicalize_name(Requirement(self.requirement).name)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    requires: tuple[Pin, ...]
+
+
+@dataclass(frozen=True)
+class Base:
+    """Either a Debian root filesystem made by mmdebstrap, or a registry image by digest."""
+
+    suite: str = "bookworm"
+    mirror: str = "http://deb.debian.org/debian"
+    packages: tuple[str, ...] = ()
+    source_date_epoch: int = 0
+    image: str | None = None
+    python: str | None = None  # only for a registry base; a Debian base's comes from the lock
+
+    @property
+    def bootstrapped(self) -> bool:
+        return self.image is None
+
+
+@dataclass(frozen=True)
+class Serve:
+    """Serving defaults as settings; :mod:`builder.flags` turns them into SGLang flags."""
+
+    cuda_graph: bool = True
+    custom_all_reduce: bool = True
+    flashinfer: bool = True
+    radix_cache: bool = True
+    attention_backend: str | None = None
+    host: str = "0.0.0.0"
+    port: int = 8000
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    image: str
+    tag: str
+    gpu_arch: str
+    source: str
+    base: Base
+    index: str
+    tools: tuple[Pin, ...]
+    compile_bytecode: bool
+    stages: tuple[Stage, ...]
+    serve: Serve | None
+    smoke: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def human_tag(self) -> str:
+        return f"{self.image}:{self.tag}"
+
+    def pins(self) -> list[Pin]:
+        return [*self.tools, *(p for s in self.stages for p in s.requires)]
+
+    def resolution_inputs(self) -> dict[str, Any]:
+        """What the lock depends on; serving flags, tags and smoke tests do not count."""
+        base = asdict(self.base)
+        return {
+            "base": base,
+            "index": self.index,
+            "tools": [asdict(p) for p in self.tools],
+            "stages": [{"name": s.name, "requires": [asdict(p) for p in s.requires]} for s in self.stages],
+        }
+
+    def inputs_digest(self) -> str:
+        blob = json.dumps(self.resolution_inputs(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass
+class Profile:
+    path: Path
+    default_target: str
+    targets: dict[str, Target] = field(default_factory=dict)
+
+    def target(self, name: str | None) -> Target:
+        name = name or self.default_target
+        if name not in self.targets:
+            known = ", ".join(sorted(self.targets)) or "none"
+            raise ProfileError(f"{self.path}: no target named {name!r}", f"targets: {known}")
+        return self.targets[name]
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+
+class _Reader:
+    """Typed access to one TOML table, with errors that name file, key and line."""
+
+    def __init__(self, path: Path, text: str, table: dict[str, Any], where: str) -> None:
+        self.path, self.text, self.table, self.where = path, text, table, where
+
+    def fail(self, key: str, problem: str) -> ProfileError:
+        dotted = f"{self.where}.{key}" if self.where else key
+        line = _line_of(self.text, self.where, key)
+        at = f"{self.path}:{line}" if line else str(self.path)
+        return ProfileError(f"{at}: {dotted}: {problem}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., *, required: bool = False) -> Any:
+        if key not in self.table:
+            if required or default is ...:
+                raise self.fail(key, "is required")
+            return default
+        value = self.table[key]
+        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise self.fail(key, f"must be {_article(names)}, not {type(value).__name__}")
+        return value
+
+    def sub(self, key: str, default: dict | None = None) -> "_Reader":
+        value = self.get(key, dict, {} if default is None else default)
+        return _Reader(self.path, self.text, value, f"{self.where}.{key}" if self.where else key)
+
+    def check_keys(self, allowed: set[str]) -> None:
+        for key in self.table:
+            if key not in allowed:
+                raise self.fail(key, f"unknown key (known: {', '.join(sorted(allowed))})")
+
+
+def _line_of(text: str, where: str, key: str) -> int | None:
+    """Best-effort line number of ``key`` inside the table ``where`` (for messages only)."""
+    lines = text.splitlines()
+    header = re.compile(r"^\s*\[\[?\s*" + re.escape(where).replace(r"\.", r"\s*\.\s*") + r"\s*\]\]?\s*$") if where else None
+    start = 0
+    if header:
+        for i, line in enumerate(lines):
+            if header.match(line):
+                start = i
+                break
+    pattern = re.compile(r"^\s*\"?" + re.escape(key) + r"\"?\s*=")
+    for i in range(start, len(lines)):
+        if pattern.match(lines[i]):
+            return i + 1
+    return start + 1 if header else None
+
+
+def load_profile(path: str | Path = DEFAULT_PROFILE) -> Profile:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ProfileError(f"{path}: profile not found", "run from the project root or pass --profile") from None
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read profile: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"{path}: not valid TOML: {exc}") from None
+    top = _Reader(path, text, data, "")
+    top.check_keys({"default_target", "targets"})
+    targets_r = top.sub("targets")
+    if not targets_r.table:
+        raise top.fail("targets", "declares no target")
+    profile = Profile(path=path.resolve(), default_target=top.get("default_target", str, required=True))
+    for name in targets_r.table:
+        profile.targets[name] = _parse_target(name, targets_r.sub(name))
+    if profile.default_target not in profile.targets:
+        raise top.fail("default_target", f"names {profile.default_target!r}, which is not a target")
+    return profile
+
+
+def _parse_pin(r: _Reader, key: str, raw: Any) -> Pin:
+    if isinstance(raw, str):
+        pin = Pin(requirement=raw)
+    elif isinstance(raw, dict):
+        sub = _Reader(r.path, r.text, raw, r.where)
+        sub.check_keys({"requirement", "index", "wheel", "sha256"})
+        pin = Pin(
+            requirement=sub.get("requirement", str, required=True),
+            index=sub.get("index", str, None),
+            wheel=sub.get("wheel", str, None),
+            sha256=sub.get("sha256", str, None),
+        )
+    else:
+        raise r.fail(key, f"each requirement must be a string or a table, not {type(raw).__name__}")
+    try:
+        req = Requirement(pin.requirement)
+    except InvalidRequirement as exc:
+        raise r.fail(key, f"{pin.requirement!r} is not a valid requirement: {exc}") from None
+    if pin.wheel is not None:
+        if pin.index is not None:
+            raise r.fail(key, f"{req.name}: give either 'wheel' or 'index', not both")
+        if pin.sha256 is None or not _SHA256.match(pin.sha256):
+            raise r.fail(key, f"{req.name}: a prebuilt wheel needs 'sha256' (64 lowercase hex digits)")
+        if "/" in pin.wheel or not pin.wheel.endswith(".whl"):
+            raise r.fail(key, f"{req.name}: 'wheel' is a file name in wheels/, ending in .whl")
+        if len(req.specifier) != 1 or next(iter(req.specifier)).operator != "==":
+            raise r.fail(key, f"{req.name}: a prebuilt wheel is pinned with '==VERSION'")
+    elif pin.sha256 is not None:
+        raise r.fail(key, f"{req.name}: 'sha256' goes with 'wheel'")
+    return pin
+
+
+def _parse_target(name: str, r: _Reader) -> Target:
+    if not _NAME.match(name):
+        raise r.fail("", f"target name {name!r} must be lowercase letters, digits, '.', '_' or '-'")
+    r.check_keys({"description", "image", "tag", "gpu_arch", "source", "base", "python", "stage", "serve", "smoke", "env"})
+    gpu_arch = r.get("gpu_arch", str, required=True)
+    if not _ARCH.match(gpu_arch):
+        raise r.fail("gpu_arch", f"{gpu_arch!r} is not an architecture like 'sm_120'")
+
+    b = r.sub("base")
+    b.check_keys({"suite", "mirror", "packages", "source_date_epoch", "image", "python"})
+    image = b.get("image", str, None)
+    if image is not None and not _DIGEST_REF.match(image):
+        raise b.fail("image", f"{image!r} must be pinned by digest: NAME@sha256:<64 hex digits>")
+    packages = b.get("packages", list, [])
+    if not all(isinstance(p, str) and p for p in packages):
+        raise b.fail("packages", "must be a list of Debian package names")
+    epoch = b.get("source_date_epoch", int, required=True)
+    if epoch < 0:
+        raise b.fail("source_date_epoch", "must be a Unix time (seconds, >= 0)")
+    base = Base(
+        suite=b.get("suite", str, "bookworm"),
+        mirror=b.get("mirror", str, "http://deb.debian.org/debian"),
+        packages=tuple(packages),
+        source_date_epoch=epoch,
+        image=image,
+        python=b.get("python", str, None),
+    )
+    if image is not None and base.python is None:
+        raise b.fail("python", "a registry base must say its CPython version, e.g. '3.11'")
+
+    p = r.sub("python")
+    p.check_keys({"index", "tools", "compile_bytecode"})
+    tools = tuple(_parse_pin(p, "tools", x) for x in p.get("tools", list, []))
+
+    stages_raw = r.get("stage", list, required=True)
+    stages: list[Stage] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(stages_raw):
+        if not isinstance(raw, dict):
+            raise r.fail("stage", "each [[stage]] must be a table")
+        s = _Reader(r.path, r.text, raw, f"{r.where}.stage")
+        s.check_keys({"name", "requires"})
+        sname = s.get("name", str, required=True)
+        if not _NAME.match(sname) or sname in {"base", "system", "final"} or sname in seen:
+            raise s.fail("name", f"stage name {sname!r} is reserved, repeated or not lowercase")
+        seen.add(sname)
+        reqs = tuple(_parse_pin(s, "requires", x) for x in s.get("requires", list, required=True))
+        if not reqs:
+            raise s.fail("requires", "lists no requirement")
+        stages.append(Stage(sname, reqs))
+
+    serve = None
+    if "serve" in r.table:
+        v = r.sub("serve")
+        v.check_keys({"cuda_graph", "custom_all_reduce", "flashinfer", "radix_cache", "attention_backend", "host", "port"})
+        serve = Serve(
+            cuda_graph=v.get("cuda_graph", bool, True),
+            custom_all_reduce=v.get("custom_all_reduce", bool, True),
+            flashinfer=v.get("flashinfer", bool, True),
+            radix_cache=v.get("radix_cache", bool, True),
+            attention_backend=v.get("attention_backend", str, None),
+            host=v.get("host", str, "0.0.0.0"),
+            port=v.get("port", int, 8000),
+        )
+        if not serve.flashinfer and serve.attention_backend in (None, "flashinfer"):
+            raise v.fail("attention_backend", "flashinfer = false needs another attention backend, e.g. 'torch_native'")
+
+    smoke = r.get("smoke", list, [])
+    if not all(isinstance(c, str) for c in smoke):
+        raise r.fail("smoke", "must be a list of shell commands")
+    env = r.get("env", dict, {})
+    if not all(isinstance(v, str) for v in env.values()):
+        raise r.fail("env", "values must be strings")
+
+    image_name = r.get("image", str, required=True)
+    tag = r.get("tag", str, name)
+    return Target(
+        name=name,
+        description=r.get("description", str, ""),
+        image=image_name,
+        tag=tag,
+        gpu_arch=gpu_arch,
+        source=r.get("source", str, ""),
+        base=base,
+        index=p.get("index", str, "https://pypi.org/simple"),
+        tools=tools,
+        compile_bytecode=p.get("compile_bytecode", bool, False),
+        stages=tuple(stages),
+        serve=serve,
+        smoke=tuple(smoke),
+        env=tuple(sorted(env.items())),
+    )
+
+
+def _article(noun: str) -> str:
+    return ("an " if noun[0] in "aeiou" else "a ") + noun

@@ -1,0 +1,62 @@
+"""The build's wheelhouse, served read-only over HTTP to the build network.
+
+Only files the lock names (and that were verified) are served; the index page is a
+PEP 503 flat list with each file's sha256, and pip/uv in the build check the hashes
+again. Nothing is uploaded into the build context, so nothing lands in a layer.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
+
+from .lock import Wheel
+
+
+class WheelServer:
+    def __init__(self, wheelhouse: Path, wheels: list[Wheel], host: str) -> None:
+        files = {w.filename: (wheelhouse / w.filename, w.sha256) for w in wheels}
+        index = "".join(f'<a href="{quote(n)}#sha256={h}">{html.escape(n)}</a>\n' for n, (_, h) in sorted(files.items()))
+        page = f"<!DOCTYPE html>\n<html><body>\n{index}</body></html>\n".encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                name = unquote(urlsplit(self.path).path).lstrip("/")
+                if name in ("", "index.html"):
+                    self._send(200, "text/html", len(page))
+                    self.wfile.write(page)
+                    return
+                entry = files.get(name)
+                if entry is None:
+                    self._send(404, "text/plain", 0)
+                    return
+                path = entry[0]
+                size = path.stat().st_size
+                self._send(200, "application/octet-stream", size)
+                with open(path, "rb") as f:
+                    self.connection.sendfile(f)
+
+            def _send(self, code: int, ctype: str, length: int) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(length))
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://{host}:{self.httpd.server_address[1]}/"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> "WheelServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,229 @@
+"""The pipeline on the real engine: a small real target, built, rebuilt, changed, broken."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TEST_IMAGE, populate_index, small_profile
+from support import ROOT, SGLBUILD, PackageIndex, run_cli
+
+pytestmark = pytest.mark.engine
+HUMAN = f"{TEST_IMAGE}:smalltest"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, docker_client, uv_wheel, sm120_so):
+    tmp = tmp_path_factory.mktemp("build")
+    index = PackageIndex(tmp / "index")
+    populate_index(index, tmp, uv_wheel, sm120_so)
+    project = tmp / "project"
+    project.mkdir()
+    (project / "sglbuild.toml").write_text(small_profile(index.url))
+    for args in (("lock",), ("fetch",)):
+        r = run_cli(*args, cwd=project)
+        assert r.returncode == 0, r.stderr
+    yield {"project": project, "index": index, "client": docker_client}
+    index.stop()
+
+
+def build(project: Path, *args: str, **kw) -> subprocess.CompletedProcess:
+    return run_cli("build", *args, cwd=project, **kw)
+
+
+def build_json(project: Path) -> dict:
+    r = build(project, "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def statuses(result: dict) -> dict[str, str]:
+    return {s["name"]: s["status"] for s in result["stages"]}
+
+
+def test_build_tags_only_a_smoke_tested_image(env):
+    client = env["client"]
+    result = build_json(env["project"])
+    assert list(statuses(result)) == ["system", "torch", "kernel", "app", "final"]
+    image = client.images.get(HUMAN)
+    assert image.id == result["image_id"] == client.images.get(result["immutable_tag"]).id
+    assert result["smoke"] and result["smoke"][0]["exit_code"] == 0 and "1.0" in result["smoke"][0]["output"]
+    labels = image.labels
+    lock_text = (env["project"] / "locks" / "smalltest.lock.json").read_text()
+    assert labels["io.sglbuild.lock-digest"] == "sha256:" + hashlib.sha256(lock_text.encode()).hexdigest()
+    assert labels["org.opencontainers.image.created"] == "2025-09-18T00:00:00Z"
+    assert labels["io.sglbuild.target"] == "smalltest" and labels["org.opencontainers.image.revision"]
+    out = client.containers.run(HUMAN, ["python", "-c", "import sgltest_app, sgltest_kernel, sgltest_dep; print(sgltest_app.__version__)"],
+                                remove=True, network_disabled=True)
+    assert out.decode().strip() == "1.0"
+    # Build tools stay out of the image.
+    out = client.containers.run(HUMAN, ["sh", "-c", "ls /tmp; command -v uv || echo no-uv"], remove=True, network_disabled=True)
+    assert out.decode().strip() == "no-uv"
+
+
+def test_unchanged_rebuild_reuses_every_stage(env):
+    before = env["client"].images.get(HUMAN).id
+    t0 = time.monotonic()
+    result = build_json(env["project"])
+    assert set(statuses(result).values()) == {"reused"}
+    assert result["image_id"] == before
+    assert time.monotonic() - t0 < 30  # generous bound; the benchmark measures the real figure
+
+
+def test_no_wheel_in_any_layer(env):
+    """Save the image and read every layer: no wheel of the wheelhouse, by name or by bytes.
+
+    The only .whl files allowed are Debian's own (python3-venv ships pip's wheel for ensurepip).
+    """
+    client = env["client"]
+    lock = json.loads((env["project"] / "locks" / "smalltest.lock.json").read_text())
+    wheel_hashes = {w["sha256"] for w in lock["wheels"]}
+    wheel_names = {w["filename"] for w in lock["wheels"]}
+    seen_files = 0
+    blob = b"".join(client.images.get(HUMAN).save(named=False))
+    with tarfile.open(fileobj=io.BytesIO(blob)) as outer:
+        layers = [m for m in outer.getmembers() if m.name.endswith("layer.tar")]
+        assert len(layers) >= 4
+        for member in layers:
+            with tarfile.open(fileobj=outer.extractfile(member)) as layer:
+                for f in layer.getmembers():
+                    if f.name.endswith((".whl", ".whl.part")):
+                        assert f.name.startswith("./usr/share/python-wheels/"), f.name
+                    assert Path(f.name).name not in wheel_names, f.name
+                    if f.isfile():
+                        seen_files += 1
+                        data = layer.extractfile(f).read()
+                        assert hashlib.sha256(data).hexdigest() not in wheel_hashes, f.name
+    assert seen_files > 1000  # the base's files were read too
+
+
+def test_changing_one_pin_rebuilds_only_the_stages_after_it(env):
+    project, client = env["project"], env["client"]
+    old = client.images.get(HUMAN).id
+    (project / "sglbuild.toml").write_text(small_profile(env["index"].url, app_version="1.1"))
+    assert build(project).returncode == 2  # the lock is now out of date: refused
+    for args in (("lock",), ("fetch",)):
+        assert run_cli(*args, cwd=project).returncode == 0
+    result = build_json(project)
+    assert statuses(result) == {"system": "reused", "torch": "reused", "kernel": "reused", "app": "built", "final": "built"}
+    assert result["image_id"] != old
+    out = client.containers.run(HUMAN, ["python", "-c", "import sgltest_app; print(sgltest_app.__version__)"], remove=True)
+    assert out.decode().strip() == "1.1"
+
+
+def test_wheel_whose_hash_does_not_match_stops_the_build(env):
+    project, client = env["project"], env["client"]
+    before = client.images.get(HUMAN).id
+    lock = json.loads((project / "locks" / "smalltest.lock.json").read_text())
+    app = next(w for w in lock["wheels"] if w["name"] == "sgltest-app")
+    path = project / "wheels" / app["filename"]
+    good = path.read_bytes()
+    path.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    try:
+        r = build(project)
+        assert r.returncode == 5, r.stderr
+        assert f"{app['filename']} has sha256" in r.stderr and "the lock pins" in r.stderr
+        assert "Traceback" not in r.stderr
+    finally:
+        path.write_bytes(good)
+    assert client.images.get(HUMAN).id == before
+
+
+def test_failing_step_tags_nothing(env):
+    """A lock edited by hand to a file the wheelhouse does not serve: the step fails, nothing is tagged."""
+    project, client = env["project"], env["client"]
+    before = client.images.get(HUMAN).id
+    path = project / "locks" / "smalltest.lock.json"
+    good = path.read_text()
+    lock = json.loads(good)
+    app = next(w for w in lock["wheels"] if w["name"] == "sgltest-app")
+    app["version"] = "1.0"  # but the file (and hash) are 1.1's
+    path.write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
+    tags_before = {t for i in client.images.list("sglbuild/smalltest") for t in i.tags}
+    try:
+        r = build(project)
+        assert r.returncode == 6, r.stderr
+        assert "stage app failed: a step exited with code" in r.stderr.splitlines()[-1]
+    finally:
+        path.write_text(good)
+    assert {t for i in client.images.list("sglbuild/smalltest") for t in i.tags} == tags_before
+    assert client.images.get(HUMAN).id == before
+
+
+def test_failing_smoke_test_keeps_only_the_immutable_tag(env):
+    project, client = env["project"], env["client"]
+    text = small_profile(env["index"].url, app_version="1.1", name="smoke-fails",
+                         smoke=["python -c 'import sgltest_app'", "python -c 'import sgltest_missing'"])
+    (project / "smoke.toml").write_text(text)
+    (project / "locks" / "smoke-fails.lock.json").write_text(
+        (project / "locks" / "smalltest.lock.json").read_text().replace('"target": "smalltest"', '"target": "smoke-fails"'))
+    r = run_cli("--profile", "smoke.toml", "build", cwd=project)
+    assert r.returncode == 7, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert "smoke test failed (exit 1)" in last and "No module named 'sgltest_missing'" in last
+    assert f"{TEST_IMAGE}:smoke-fails was not moved" in last
+    tags = {t for i in client.images.list(TEST_IMAGE) for t in i.tags}
+    assert f"{TEST_IMAGE}:smoke-fails" not in tags
+    assert any(t.startswith(f"{TEST_IMAGE}:smoke-fails-") for t in tags)
+
+
+def test_no_engine_is_one_line(env):
+    r = build(env["project"], env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    assert r.returncode == 3
+    assert r.stderr.strip() == r.stderr.strip().splitlines()[0]
+    assert "no Docker engine answers at unix:///nonexistent/docker.sock" in r.stderr
+
+
+@pytest.fixture
+def new_base(env):
+    """A target whose base is not built yet (another SOURCE_DATE_EPOCH), locked and fetched."""
+    project = env["project"]
+    text = small_profile(env["index"].url, app_version="1.1").replace("1758153600", "1758153601")
+    (project / "sglbuild.toml").write_text(text)
+    assert run_cli("lock", cwd=project).returncode == 0
+    yield project
+    (project / "sglbuild.toml").write_text(small_profile(env["index"].url, app_version="1.1"))
+    assert run_cli("lock", cwd=project).returncode == 0
+
+
+def test_missing_mmdebstrap_and_full_disk_are_one_line(new_base, tmp_path):
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    r = build(new_base, env={"PATH": str(bare)})
+    assert r.returncode == 3 and "mmdebstrap is not installed (apt-get install mmdebstrap)" in r.stderr
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(small)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        r = build(new_base, env={"TMPDIR": str(small)})
+        assert r.returncode == 3 and "less than 2 GiB free" in r.stderr and "Traceback" not in r.stderr
+    finally:
+        subprocess.run(["umount", str(small)])
+
+
+def test_ctrl_c_during_the_build_moves_no_tag(new_base, env):
+    client = env["client"]
+    envv = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([*SGLBUILD, "build"], cwd=new_base, env=envv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(6)  # inside the base bootstrap (about 30 s)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err.strip().splitlines()[-1] and "Traceback" not in err
+    base_tags = {t for i in client.images.list("sglbuild/base") for t in i.tags}
+    lock = json.loads((new_base / "locks" / "smalltest.lock.json").read_text())
+    from builder.base import base_ref
+    from builder.lock import parse_lock
+    from builder.profile import load_profile
+    t = load_profile(new_base / "sglbuild.toml").target(None)
+    assert base_ref(t, parse_lock(json.dumps(lock), "lock")) not in base_tags
