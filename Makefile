@@ -28,6 +28,7 @@ test: $(BIN)/sglbuild host
 ## bench: sglbuild against the naive build of the same pins (needs ~40 GB free disk)
 bench: $(BIN)/sglbuild host
 	$(BIN)/python bench/build_bench.py
+	$(BIN)/python bench/archs_bench.py
 
 ## lock: re-resolve the default target (network needed)
 lock: $(BIN)/sglbuild

@@ -15,6 +15,7 @@ import re
 import shutil
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -60,6 +61,7 @@ class BuildResult:
     base: str = ""
     stages: list[StageResult] = field(default_factory=list)
     smoke: list[dict] = field(default_factory=list)
+    verify: dict = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -96,10 +98,10 @@ def build(profile: Profile, target: Target, lock: Lock, wheelhouse: Path, report
         network, gateway = build_network(client)
         with WheelServer(wheelhouse, lock.wheels, gateway) as server:
             for stage in stages:
-                result.stages.append(_stage(client, stage, stage in todo, network, server.url, reporter, verbose))
+                result.stages.append(_stage(client, stage, stage in todo, network, server.url, reporter, verbose, lock))
     else:
         for stage in stages:
-            result.stages.append(_stage(client, stage, False, "", "", reporter, verbose))
+            result.stages.append(_stage(client, stage, False, "", "", reporter, verbose, lock))
 
     final = result.stages[-1]
     image = client.images.get(final.image_id)
@@ -112,7 +114,11 @@ def build(profile: Profile, target: Target, lock: Lock, wheelhouse: Path, report
         result.tag = target.human_tag  # already smoke-tested when the tag was moved here
         reporter.step("smoke", "reused", f"{target.human_tag} already is this image")
     else:
-        result.smoke = smoke_test(client, image.id, target, serve_flags(target, lock), reporter)
+        # Smoke tests and verify's static checks read the same image: run them side by side.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            smoke = pool.submit(smoke_test, client, image.id, target, serve_flags(target, lock), reporter)
+            checks = pool.submit(_verify, client, image.id, target, lock, reporter)
+            result.smoke, result.verify = smoke.result(), checks.result()
         tag_image(client, image.id, target.human_tag)
         result.tag = target.human_tag
     reporter.step("tag", "tagged", f"{target.human_tag}  {result.immutable_tag}")
@@ -121,7 +127,7 @@ def build(profile: Profile, target: Target, lock: Lock, wheelhouse: Path, report
 
 
 def _stage(client: docker.DockerClient, stage: PlannedStage, needed: bool, network: str, wheel_url: str,
-           reporter: Reporter, verbose: bool) -> StageResult:
+           reporter: Reporter, verbose: bool, lock: Lock) -> StageResult:
     name = stage.spec.name
     t0 = time.monotonic()
     if not needed:
@@ -129,7 +135,7 @@ def _stage(client: docker.DockerClient, stage: PlannedStage, needed: bool, netwo
         reporter.step(name, "reused", f"  0.0 s  {stage.tag}")
         return StageResult(name, stage.tag, image.id, "reused", 0.0)
     reporter.step(name, "building", stage.tag)
-    image_id = _docker_build(client, stage, network, wheel_url, reporter, verbose)
+    image_id = _docker_build(client, stage, network, wheel_url, reporter, verbose, lock)
     tag_image(client, image_id, stage.tag)  # only a finished image gets the stage's tag
     seconds = time.monotonic() - t0
     reporter.step(name, "built", f"{seconds:5.1f} s  {stage.tag}")
@@ -137,11 +143,14 @@ def _stage(client: docker.DockerClient, stage: PlannedStage, needed: bool, netwo
 
 
 def _docker_build(client: docker.DockerClient, stage: PlannedStage, network: str, wheel_url: str,
-                  reporter: Reporter, verbose: bool) -> str:
+                  reporter: Reporter, verbose: bool, lock: Lock) -> str:
     name = stage.spec.name
     tail: deque[str] = deque(maxlen=25)
+    files = {"Dockerfile": stage.dockerfile}
+    if stage.spec.kind == "final":
+        files["lock.json"] = lock.to_json()
     stream = client.api.build(
-        fileobj=context_tar({"Dockerfile": stage.dockerfile}), custom_context=True, rm=True, forcerm=True,
+        fileobj=context_tar(files), custom_context=True, rm=True, forcerm=True,
         pull=False, decode=True, network_mode=network, buildargs={"SGLBUILD_WHEELHOUSE": wheel_url},
         labels={LABEL_MANAGED: "true"},
     )
@@ -194,23 +203,42 @@ def _check_disk(client: docker.DockerClient, lock: Lock, wheelhouse: Path, todo:
                        "free space (remove old sglbuild/* stage images) and build again")
 
 
+def _verify(client: docker.DockerClient, image_id: str, target: Target, lock: Lock, reporter: Reporter) -> dict:
+    """verify's static checks; the human tag moves only if they pass."""
+    from .verify import verify
+
+    report = verify(client, image_id, gpu="off", repo_lock=lock)
+    for c in report.checks:
+        if c.status != "skip":
+            reporter.step("verify", "passed" if c.status == "pass" else "failed", f"{c.name}: {c.detail[:120]}")
+    failed = [c for c in report.checks if c.status == "fail"]
+    if failed:
+        raise SmokeTestFailed(f"verify failed: {failed[0].name}: {failed[0].detail[:300]}",
+                              f"the image keeps only its immutable tag; {target.human_tag} was not moved")
+    return report.to_dict()
+
+
 def smoke_test(client: docker.DockerClient, image_id: str, target: Target, flags: list[str],
                reporter: Reporter) -> list[dict]:
-    """Run the target's smoke commands in the image, without network; raise on the first failure.
+    """Run the target's smoke commands in the image (in parallel, without network).
 
     ``SGLBUILD_FLAGS`` (JSON) gives a command the image's default server flags to check.
+    Raises on the first failure, in the profile's order.
     """
-    results = []
-    for command in target.smoke:
+
+    def one(command: str) -> dict:
         t0 = time.monotonic()
         code, out = run_in_image(client, image_id, [command], entrypoint=["/bin/sh", "-c"],
                                  environment={"SGLBUILD_FLAGS": json.dumps(flags)})
-        seconds = time.monotonic() - t0
-        results.append({"command": command, "exit_code": code, "output": out.strip()[-2000:], "seconds": round(seconds, 2)})
-        if code != 0:
-            last = (out.strip().splitlines() or ["(no output)"])[-1][:300]
-            reporter.step("smoke", "failed", command)
-            raise SmokeTestFailed(f"smoke test failed (exit {code}): {command!r}: {last}",
+        return {"command": command, "exit_code": code, "output": out.strip()[-2000:], "seconds": round(time.monotonic() - t0, 2)}
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(one, target.smoke))
+    for r in results:
+        lines = r["output"].splitlines() or ["(no output)"]
+        if r["exit_code"] != 0:
+            reporter.step("smoke", "failed", r["command"])
+            raise SmokeTestFailed(f"smoke test failed (exit {r['exit_code']}): {r['command']!r}: {lines[-1][:300]}",
                                   f"the image keeps only its immutable tag; {target.human_tag} was not moved")
-        reporter.step("smoke", "passed", f"{seconds:5.1f} s  {out.strip().splitlines()[-1][:100] if out.strip() else command}")
+        reporter.step("smoke", "passed", f"{r['seconds']:5.1f} s  {lines[-1][:100]}")
     return results

@@ -23,6 +23,10 @@ from .resolve import resolve
 from .base import base_ref
 from .engine import git_revision
 from .ui import Reporter
+from .archs import scan as scan_archs
+from .fatbin import verdict as gpu_verdict
+from .verify import VerifyFailed
+from .verify import verify as run_verify
 from .wheelhouse import fetch as run_fetch
 
 
@@ -146,6 +150,61 @@ def build(ctx: Context, target: str | None, quiet: bool, json_mode: bool, verbos
     result = run_build(ctx.profile, t, lk, ctx.wheelhouse, reporter, client, verbose=verbose)
     reporter.emit(asdict(result))
     reporter.info(f"{result.tag}  {result.image_id[:19]}  {result.size / 1e9:.2f} GB  {result.seconds:.1f} s")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--arch", "target_arch", default=None, help="Also say how a GPU of this architecture runs each file (e.g. sm_120).")
+@click.option("--json", "json_mode", is_flag=True, help="Print JSON instead of a table.")
+@handled
+def archs(paths: tuple[str, ...], target_arch: str | None, json_mode: bool) -> None:
+    """List the SASS and PTX architectures in .so files, wheels, trees or docker://IMAGE."""
+    codes = scan_archs(list(paths), connect)
+    rows = [{**c.to_dict(), **({"verdict": gpu_verdict(c, target_arch)} if target_arch else {})} for c in codes]
+    if json_mode:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    width = max([len(c.path) for c in codes] + [4])
+    click.echo(f"{'file':<{width}}  {'SASS':<40}  {'PTX':<16}" + (f"  on {target_arch}" if target_arch else ""))
+    for row in rows:
+        if row["sass"] or row["ptx"]:
+            line = f"{row['path']:<{width}}  {' '.join(row['sass']) or '-':<40}  {' '.join(row['ptx']) or '-':<16}"
+            click.echo(line + (f"  {row['verdict']}" if target_arch else ""))
+        else:
+            click.echo(f"{row['path']:<{width}}  no GPU code")
+
+
+@cli.command()
+@click.argument("image")
+@click.option("--arch", "target_arch", default=None, help="Target architecture [default: the image's io.sglbuild.gpu-arch label].")
+@click.option("--gpu", type=click.Choice(["auto", "require", "off"]), default="auto", show_default=True,
+              help="GPU checks: when a GPU is there, always (fail without one), or never.")
+@click.option("--model", default=None, help="Model path or Hugging Face ID for the serving check (needs a GPU).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "junit"]), default="text", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="Write the report here too.")
+@pass_ctx
+@handled
+def verify(ctx: Context, image: str, target_arch: str | None, gpu: str, model: str | None, fmt: str, output: str | None) -> None:
+    """Check that IMAGE can serve on its GPU architecture (static checks; GPU checks when a GPU is there)."""
+    client = connect()
+    report = run_verify(client, image, target_arch=target_arch, gpu=gpu, model=model, repo_lock=_repo_lock(ctx, client, image))
+    text = {"text": report.text, "junit": report.junit, "json": lambda: json.dumps(report.to_dict(), indent=2) + "\n"}[fmt]()
+    click.echo(text, nl=False)
+    if output:
+        Path(output).write_text(text)
+    if not report.passed:
+        failed = [c.name for c in report.checks if c.status == "fail"]
+        raise VerifyFailed(f"{image} failed {len(failed)} check(s): {', '.join(failed)}")
+
+
+def _repo_lock(ctx: Context, client, image: str):
+    """The repository's current lock for the image's target, to report drift (None if there is none)."""
+    try:
+        labels = client.images.get(image).labels or {}
+        t = ctx.profile.target(labels.get("io.sglbuild.target"))
+        return read_lock(ctx.profile, t)
+    except Exception:  # noqa: BLE001 - drift is a note; no profile or lock here is fine
+        return None
 
 
 def main() -> None:

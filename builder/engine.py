@@ -76,10 +76,12 @@ def context_tar(files: dict[str, str]) -> io.BytesIO:
 
 
 def run_in_image(client: docker.DockerClient, image: str, command: list[str] | str, *, network: bool = False,
-                 environment: dict[str, str] | None = None, entrypoint: Any = None) -> tuple[int, str]:
+                 environment: dict[str, str] | None = None, entrypoint: Any = None,
+                 volumes: dict | None = None, device_requests: list | None = None) -> tuple[int, str]:
     """Run a command in a throwaway container (no network by default); returns exit code and output."""
     container = client.containers.create(image, command, entrypoint=entrypoint, network_disabled=not network,
-                                         environment=environment or {}, labels={LABEL_MANAGED: "true"})
+                                         environment=environment or {}, labels={LABEL_MANAGED: "true"},
+                                         volumes=volumes or {}, device_requests=device_requests)
     try:
         container.start()
         code = container.wait()["StatusCode"]

@@ -99,6 +99,7 @@ class Target:
     serve: Serve | None
     smoke: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
+    require_native: tuple[str, ...] = ()  # globs under site-packages that must carry SASS for gpu_arch
 
     @property
     def human_tag(self) -> str:
@@ -250,7 +251,8 @@ def _parse_pin(r: _Reader, key: str, raw: Any) -> Pin:
 def _parse_target(name: str, r: _Reader) -> Target:
     if not _NAME.match(name):
         raise r.fail("", f"target name {name!r} must be lowercase letters, digits, '.', '_' or '-'")
-    r.check_keys({"description", "image", "tag", "gpu_arch", "source", "base", "python", "stage", "serve", "smoke", "env"})
+    r.check_keys({"description", "image", "tag", "gpu_arch", "source", "base", "python", "stage", "serve", "smoke", "env",
+                  "require_native"})
     gpu_arch = r.get("gpu_arch", str, required=True)
     if not _ARCH.match(gpu_arch):
         raise r.fail("gpu_arch", f"{gpu_arch!r} is not an architecture like 'sm_120'")
@@ -280,6 +282,8 @@ def _parse_target(name: str, r: _Reader) -> Target:
     p = r.sub("python")
     p.check_keys({"index", "tools", "compile_bytecode"})
     tools = tuple(_parse_pin(p, "tools", x) for x in p.get("tools", list, []))
+    if any(t.name != "uv" for t in tools):
+        raise p.fail("tools", "the build's only tool is the installer, uv (e.g. tools = [\"uv==0.13.9\"])")
 
     stages_raw = r.get("stage", list, required=True)
     stages: list[Stage] = []
@@ -317,6 +321,9 @@ def _parse_target(name: str, r: _Reader) -> Target:
     smoke = r.get("smoke", list, [])
     if not all(isinstance(c, str) for c in smoke):
         raise r.fail("smoke", "must be a list of shell commands")
+    require_native = r.get("require_native", list, [])
+    if not all(isinstance(g, str) and g and not g.startswith("/") for g in require_native):
+        raise r.fail("require_native", "must be a list of globs relative to site-packages")
     env = r.get("env", dict, {})
     if not all(isinstance(v, str) for v in env.values()):
         raise r.fail("env", "values must be strings")
@@ -338,6 +345,7 @@ def _parse_target(name: str, r: _Reader) -> Target:
         serve=serve,
         smoke=tuple(smoke),
         env=tuple(sorted(env.items())),
+        require_native=tuple(require_native),
     )
 
 

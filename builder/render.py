@@ -56,6 +56,7 @@ def labels(target: Target, lock: Lock, revision: str) -> list[tuple[str, str]]:
         "io.sglbuild.gpu-arch": target.gpu_arch,
         "io.sglbuild.sglang-version": sglang.version if sglang else "",
         "io.sglbuild.serve-flags": json.dumps(serve_flags(target, lock)),
+        "io.sglbuild.require-native": json.dumps(list(target.require_native)),
     }.items())
 
 
@@ -85,7 +86,7 @@ def render(target: Target, lock: Lock, stages: list[StageSpec], revision: str, t
             sglbuild_version=__version__,
             target=target,
             stages=stages,
-            tools=lock.stage_wheels("tools"),
+            uv=next((w for w in lock.stage_wheels("tools") if w.name == "uv"), None),
             env=list(target.env),
             server_flags=serve_flags(target, lock),
             labels=labels(target, lock, revision),

@@ -54,18 +54,27 @@ def uv_wheel() -> Path:
     return found[0]
 
 
+def nvcc_so(tmp: Path, name: str, gencode: list[str], link: list[str] = ()) -> bytes:
+    """A real shared object with GPU code compiled by nvcc (no CUDA runtime needed to read it)."""
+    (tmp / f"{name}.cu").write_text('extern "C" __global__ void scale(float* x, float a) { x[threadIdx.x] *= a; }\n')
+    subprocess.run(["nvcc", "-shared", "-Xcompiler", "-fPIC", "-cudart", "none", "-o", str(tmp / f"{name}.so"),
+                    str(tmp / f"{name}.cu"), *gencode, *link], check=True, capture_output=True)
+    return (tmp / f"{name}.so").read_bytes()
+
+
 @pytest.fixture(scope="session")
-def sm120_so(tmp_path_factory) -> bytes | None:
-    """A shared object with real sm_120 SASS and compute_120 PTX, compiled by nvcc (None without nvcc)."""
-    nvcc = shutil.which("nvcc")
-    if nvcc is None:
-        return None
+def sm120_so(tmp_path_factory) -> bytes:
+    """Like sgl_kernel's common ops: sm_120a SASS, and linked against libnuma.so.1."""
+    if shutil.which("nvcc") is None:
+        pytest.fail("nvcc is needed to compile the test kernels (it ships with the CUDA toolkit)", pytrace=False)
     d = tmp_path_factory.mktemp("nvcc")
-    (d / "k.cu").write_text('extern "C" __global__ void scale(float* x, float a) { x[threadIdx.x] *= a; }\n')
-    subprocess.run([nvcc, "-shared", "-Xcompiler", "-fPIC", "-o", str(d / "k.so"), str(d / "k.cu"),
-                    "-gencode", "arch=compute_120,code=sm_120", "-gencode", "arch=compute_120,code=compute_120"],
-                   check=True, capture_output=True)
-    return (d / "k.so").read_bytes()
+    # Stand-ins to link against: the image provides libnuma.so.1 (libnuma1); a GPU host's
+    # NVIDIA runtime provides the driver's libcuda.so.1.
+    for lib in ("libnuma.so.1", "libcuda.so.1"):
+        subprocess.run(["gcc", "-shared", "-fPIC", f"-Wl,-soname,{lib}", "-o", str(d / lib), "-x", "c", "-"],
+                       input=b"int sglbuild_stub(void){return 0;}\n", check=True)
+    return nvcc_so(d, "common_ops", ["-gencode", "arch=compute_120a,code=sm_120a"],
+                   ["-Xlinker", "--no-as-needed", "-L", str(d), "-l:libnuma.so.1", "-l:libcuda.so.1"])
 
 
 @pytest.fixture
@@ -76,7 +85,7 @@ def index(tmp_path) -> PackageIndex:
 
 
 def small_profile(index_url: str, *, name: str = "smalltest", app_version: str = "1.0", smoke: list[str] | None = None,
-                  tools: bool = True, extra: str = "") -> str:
+                  tools: bool = True, extra: str = "", native: bool = True) -> str:
     smoke = smoke if smoke is not None else ["python -c 'import sgltest_app, sgltest_kernel; print(sgltest_app.__version__)'"]
     smoke_toml = "[" + ", ".join(repr(s).replace("'", '"') if "'" not in s else '"' + s.replace('"', '\\"') + '"' for s in smoke) + "]"
     tools_toml = f'tools = ["uv=={UV_VERSION}"]' if tools else ""
@@ -88,12 +97,13 @@ description = "sglbuild's small integration target"
 image = "{TEST_IMAGE}"
 tag = "{name}"
 gpu_arch = "sm_120"
+require_native = {'["sgltest_kernel/common_ops.so"]' if native else "[]"}
 source = "https://example.invalid/sglbuild"
 smoke = {smoke_toml}
 
 [targets.{name}.base]
 suite = "bookworm"
-packages = ["python3", "python3-venv"]
+packages = ["python3", "python3-venv", "libnuma1"]
 source_date_epoch = 1758153600
 
 [targets.{name}.python]

@@ -1,0 +1,76 @@
+"""`sglbuild archs` against `cuobjdump --list-elf` on torch's libtorch_cuda.so, and static verify's time.
+
+Both tools read the same 1 GB file in the same run; each runs as its own process so its
+peak memory (max RSS) is its own. Prints a side-by-side table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from builder.lock import check_lock  # noqa: E402
+from builder.profile import load_profile  # noqa: E402
+
+
+def timed(cmd: list[str], **kw) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS in MB, stdout of one child process."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, **kw)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed with exit {proc.returncode}")
+    return time.monotonic() - t0, usage.ru_maxrss // 1024, out
+
+
+def cuobjdump() -> str:
+    hits = sorted(Path(sys.prefix).glob("lib/python3*/site-packages/nvidia/cu*/bin/cuobjdump"))
+    if not hits:
+        raise SystemExit("cuobjdump not found: pip install nvidia-cuda-cuobjdump (a test extra)")
+    return str(hits[0])
+
+
+def main() -> None:
+    profile = load_profile(ROOT / "sglbuild.toml")
+    target = profile.target(None)
+    lock = check_lock(profile, target)
+    torch = lock.wheel("torch")
+    with tempfile.TemporaryDirectory(prefix="sglbuild-archs-", dir=ROOT / "wheels") as tmp:
+        with zipfile.ZipFile(ROOT / "wheels" / torch.filename) as zf:
+            zf.extract("torch/lib/libtorch_cuda.so", tmp)
+        so = Path(tmp, "torch/lib/libtorch_cuda.so")
+        ours_s, ours_mb, ours_out = timed([sys.executable, "-m", "builder.cli", "archs", "--json", str(so)], cwd=ROOT)
+        theirs_s, theirs_mb, theirs_out = timed([cuobjdump(), "--list-elf", str(so)])
+    ours = {a.rstrip("f") for a in json.loads(ours_out)[0]["sass"]}
+    theirs = set(re.findall(r"\.(sm_\d+a?)\.cubin", theirs_out))
+    image = target.human_tag
+    verify_s, _, _ = timed([sys.executable, "-m", "builder.cli", "verify", image, "--gpu", "off"], cwd=ROOT)
+
+    print(f"\nlibtorch_cuda.so ({so.stat().st_size / 1e9:.2f} GB) from torch {torch.version}")
+    print(f"{'':28} {'sglbuild archs':>15} {'cuobjdump':>12} {'ratio':>8}  target")
+    print(f"{'time':28} {ours_s:14.2f}s {theirs_s:11.2f}s {theirs_s / ours_s:7.1f}x  >= 10x faster")
+    print(f"{'peak memory (max RSS)':28} {ours_mb:13d}MB {theirs_mb:10d}MB {'':>8}  <= 200 MB")
+    print(f"{'SASS architectures':28} {len(ours):15d} {len(theirs):12d} {'same' if ours == theirs else 'DIFFERENT':>8}  identical")
+    print(f"  {' '.join(sorted(ours, key=lambda a: (int(re.sub(r'[^0-9]', '', a)), a)))}")
+    print(f"{'static verify, ' + image:28} {verify_s:14.1f}s {'':>12} {'':>8}  <= 30 s")
+    out = ROOT / "out"
+    out.mkdir(exist_ok=True)
+    (out / "bench-archs.json").write_text(json.dumps({
+        "archs_s": ours_s, "archs_mb": ours_mb, "cuobjdump_s": theirs_s, "cuobjdump_mb": theirs_mb,
+        "same": ours == theirs, "sass": sorted(ours), "verify_s": verify_s}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""verify on real images: a good one, and broken ones each failing for its own reason."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import tarfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from conftest import TEST_IMAGE, nvcc_so, populate_index, small_profile
+from support import PackageIndex, run_cli
+
+pytestmark = pytest.mark.engine
+GOOD = f"{TEST_IMAGE}:verifytest"
+CPU_TORCH = sorted(Path("/opt/wheels").glob("torch-*+cpu-cp311-*.whl"))
+
+# A stand-in for SGLang's ServerArgs with some of 0.5.9's real flags (no --disable-flashinfer),
+# so the image's own parser is what accepts or rejects the default flags.
+FAKE_SGLANG = {
+    "sglang/__init__.py": b"__version__ = '0.5.9'\n",
+    "sglang/srt/__init__.py": b"",
+    "sglang/srt/server_args.py": b"""
+class ServerArgs:
+    @staticmethod
+    def add_cli_args(p):
+        p.add_argument('--model-path', required=True)
+        p.add_argument('--host'); p.add_argument('--port', type=int)
+        p.add_argument('--attention-backend', choices=['torch_native', 'triton', 'flashinfer', 'fa3'])
+        p.add_argument('--sampling-backend', choices=['flashinfer', 'pytorch'])
+        for f in ('--disable-cuda-graph', '--disable-radix-cache', '--disable-custom-all-reduce'):
+            p.add_argument(f, action='store_true')
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory, docker_client, uv_wheel, sm120_so):
+    """The small target, built by sglbuild: verify must pass on it."""
+    tmp = tmp_path_factory.mktemp("verify")
+    index = PackageIndex(tmp / "index")
+    populate_index(index, tmp, uv_wheel, sm120_so)
+    project = tmp / "project"
+    project.mkdir()
+    (project / "sglbuild.toml").write_text(small_profile(index.url, name="verifytest"))
+    for args in (("lock",), ("fetch",), ("build", "--quiet")):
+        r = run_cli(*args, cwd=project)
+        assert r.returncode == 0, r.stderr
+    yield {"project": project, "client": docker_client, "tmp": tmp}
+    index.stop()
+
+
+def derive(client, tag: str, dockerfile: str, files: dict[str, bytes] | None = None) -> str:
+    """A broken variant of the good image (FROM it), built by the real engine."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in {"Dockerfile": dockerfile.encode(), **(files or {})}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    image, _ = client.images.build(fileobj=buf, custom_context=True, tag=f"{TEST_IMAGE}:{tag}", rm=True,
+                                   labels={"io.sglbuild.test": "true"}, network_mode="none")
+    return f"{TEST_IMAGE}:{tag}"
+
+
+def verify(image: str, cwd: Path, *args: str) -> tuple[int, dict, str]:
+    r = run_cli("verify", image, "--format", "json", *args, cwd=cwd)
+    return r.returncode, (json.loads(r.stdout) if r.stdout.strip() else {}), r.stderr
+
+
+def check(report: dict, id_: str) -> dict:
+    return next(c for c in report["checks"] if c["id"] == id_)
+
+
+def test_good_image_passes_static_checks_and_skips_gpu(good):
+    code, report, err = verify(GOOD, good["project"])
+    assert code == 0, err
+    assert {c["id"]: c["status"] for c in report["checks"]} == {
+        "pins": "pass", "gpu-code": "pass", "shared-libs": "pass", "serve-flags": "skip", "environment": "pass",
+        "gpu-device": "skip", "gpu-compute": "skip", "gpu-serve": "skip"}
+    assert "1 libraries with GPU code: 1 native" in check(report, "gpu-code")["detail"]
+    assert "no NVIDIA runtime" in check(report, "gpu-device")["detail"]
+    assert "libcuda.so.1 provided at run time" in check(report, "shared-libs")["detail"]
+
+
+def test_text_and_junit_reports(good, tmp_path):
+    r = run_cli("verify", GOOD, cwd=good["project"])
+    assert r.returncode == 0 and "PASS  pins" in r.stdout and "PASSED: 4 passed, 0 failed, 4 skipped" in r.stdout
+    out = tmp_path / "verify.xml"
+    r = run_cli("verify", GOOD, "--format", "junit", "--output", str(out), cwd=good["project"])
+    suite = ET.parse(out).getroot()
+    assert suite.tag == "testsuite" and suite.get("failures") == "0" and suite.get("skipped") == "4"
+
+
+def test_gpu_require_fails_without_a_gpu(good):
+    code, report, err = verify(GOOD, good["project"], "--gpu", "require")
+    assert code == 1 and check(report, "gpu-device")["status"] == "fail"
+    assert "failed 3 check(s): GPU device, GPU compute, GPU serving" in err
+
+
+def test_could_not_run_differs_from_failed(good):
+    r = run_cli("verify", f"{TEST_IMAGE}:does-not-exist", cwd=good["project"])
+    assert r.returncode == 2 and "no image" in r.stderr
+    r = run_cli("verify", GOOD, cwd=good["project"], env={"DOCKER_HOST": "unix:///nonexistent.sock"})
+    assert r.returncode == 3
+
+
+def test_missing_libnuma_fails_shared_libs(good):
+    img = derive(good["client"], "no-libnuma", f"FROM {GOOD}\nRUN rm -f /usr/lib/x86_64-linux-gnu/libnuma.so.1* && ldconfig\n")
+    code, report, _ = verify(img, good["project"])
+    assert code == 1
+    c = check(report, "shared-libs")
+    assert c["status"] == "fail" and "libnuma.so.1 not found for sgltest_kernel/common_ops.so" in c["detail"]
+
+
+def test_kernel_without_the_target_arch_fails_gpu_code(good):
+    sm90 = nvcc_so(good["tmp"], "sm90_only", ["-gencode", "arch=compute_90a,code=sm_90a", "-gencode", "arch=compute_80,code=sm_80"])
+    site = "/opt/venv/lib/python3.11/site-packages"
+    img = derive(good["client"], "no-sm120", f"FROM {GOOD}\nCOPY common_ops.so {site}/sgltest_kernel/common_ops.so\n",
+                 {"common_ops.so": sm90})
+    code, report, _ = verify(img, good["project"])
+    assert code == 1
+    c = check(report, "gpu-code")
+    assert c["status"] == "fail" and "sgltest_kernel/common_ops.so has no sm_120 SASS (sm_80 sm_90a)" in c["detail"]
+
+
+def test_default_flag_the_images_sglang_rejects_fails_serve_flags(good):
+    files = {name: data for name, data in FAKE_SGLANG.items()}
+    copies = "".join(f"COPY {n} /opt/venv/lib/python3.11/site-packages/{n}\n" for n in files)
+    ok_flags = json.dumps(["--host", "0.0.0.0", "--attention-backend", "torch_native", "--sampling-backend", "pytorch"])
+    bad_flags = json.dumps(["--host", "0.0.0.0", "--disable-flashinfer"])
+    img = derive(good["client"], "flags-ok", f"FROM {GOOD}\n{copies}LABEL io.sglbuild.serve-flags='{ok_flags}'\n", files)
+    code, report, err = verify(img, good["project"])
+    assert code == 0, err
+    assert check(report, "serve-flags")["status"] == "pass"
+    img = derive(good["client"], "flags-bad", f"FROM {GOOD}\n{copies}LABEL io.sglbuild.serve-flags='{bad_flags}'\n", files)
+    code, report, _ = verify(img, good["project"])
+    c = check(report, "serve-flags")
+    assert code == 1 and c["status"] == "fail"
+    assert "rejects its default flags" in c["detail"] and "unrecognized arguments: --disable-flashinfer" in c["detail"]
+
+
+@pytest.mark.skipif(not CPU_TORCH, reason="no CPU build of torch on this machine (/opt/wheels)")
+def test_cpu_only_torch_fails_gpu_code(good, tmp_path):
+    wheel = CPU_TORCH[0]
+    native = json.dumps(["torch/lib/libtorch_cuda.so", "sgltest_kernel/common_ops.so"])
+    img = derive(good["client"], "cpu-torch",
+                 f"FROM {GOOD}\nCOPY {wheel.name} /tmp/\nRUN pip install --no-deps --no-index /tmp/{wheel.name}\n"
+                 f"LABEL io.sglbuild.require-native='{native}'\n", {wheel.name: wheel.read_bytes()})
+    code, report, _ = verify(img, good["project"])
+    assert code == 1
+    c = check(report, "gpu-code")
+    assert c["status"] == "fail" and "torch/lib/libtorch_cuda.so: no library with GPU code matches" in c["detail"]
+    assert check(report, "pins")["status"] == "pass"  # the lock's own wheels are still as locked
