@@ -40,10 +40,15 @@ def base_ref(target: Target, lock: Lock) -> str:
     return f"{BASE_REPO}:{base_key(target, lock)[:16]}"
 
 
-def ensure_base(client: docker.DockerClient, target: Target, lock: Lock, workdir: Path | None = None) -> tuple[str, bool]:
-    """Return (reference, built) for the target's base image, bootstrapping it if needed."""
-    ref = base_ref(target, lock)
-    if find_image(client, ref) is not None:
+def ensure_base(client: docker.DockerClient, target: Target, lock: Lock, *, ref: str | None = None,
+                fresh: bool = False) -> tuple[str, bool]:
+    """Return (reference, built) for the target's base image, bootstrapping it if needed.
+
+    ``fresh`` bootstraps anew even when the base exists (a from-scratch build); ``ref``
+    tags the result somewhere other than the shared, content-keyed base tag.
+    """
+    ref = ref or base_ref(target, lock)
+    if find_image(client, ref) is not None and not (fresh and target.base.bootstrapped):
         return ref, False
     if not target.base.bootstrapped:
         try:
@@ -53,7 +58,7 @@ def ensure_base(client: docker.DockerClient, target: Target, lock: Lock, workdir
         return ref, True
     if shutil.which("mmdebstrap") is None:
         raise ToolMissing("mmdebstrap is not installed", "apt-get install mmdebstrap")
-    with tempfile.TemporaryDirectory(prefix="sglbuild-base-", dir=workdir) as tmp:
+    with tempfile.TemporaryDirectory(prefix="sglbuild-base-") as tmp:
         if shutil.disk_usage(tmp).free < _MIN_FREE:
             raise DiskFull(f"less than 2 GiB free in {tmp} for the base tarball", "free space or set TMPDIR")
         tarball = Path(tmp, "rootfs.tar")

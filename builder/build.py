@@ -27,7 +27,9 @@ from .engine import LABEL_MANAGED, build_network, context_tar, find_image, git_r
 from .errors import BuildFailed, DiskFull, EngineError, Interrupted, SmokeTestFailed
 from .lock import Lock
 from .profile import Profile, Target
+from .normalize import normalize
 from .render import StageSpec, render, serve_flags, stage_specs
+from .sbom import sbom_json
 from .server import WheelServer
 from .ui import Reporter
 from .wheelhouse import verify_wheelhouse
@@ -59,6 +61,8 @@ class BuildResult:
     immutable_tag: str = ""
     tag: str | None = None  # the human tag, once the smoke tests passed
     base: str = ""
+    layers: list[str] = field(default_factory=list)  # diff IDs, base first
+    sbom: str = ""
     stages: list[StageResult] = field(default_factory=list)
     smoke: list[dict] = field(default_factory=list)
     verify: dict = field(default_factory=dict)
@@ -69,65 +73,92 @@ def stage_repo(target: Target) -> str:
     return f"sglbuild/{target.name}"
 
 
-def plan(target: Target, lock: Lock, base: str, revision: str) -> list[PlannedStage]:
+def plan(target: Target, lock: Lock, base: str, revision: str, repo: str | None = None) -> list[PlannedStage]:
     stages: list[PlannedStage] = []
     parent = base
     for spec in stage_specs(target, lock, base):
         single = replace(spec, parent=parent)
         text = render(target, lock, [single], revision)
         key = hashlib.sha256(text.encode()).hexdigest()
-        stages.append(PlannedStage(single, text, key, f"{stage_repo(target)}:{spec.name}-{key[:16]}"))
+        stages.append(PlannedStage(single, text, key, f"{repo or stage_repo(target)}:{spec.name}-{key[:16]}"))
         parent = stages[-1].tag
     return stages
 
 
 def build(profile: Profile, target: Target, lock: Lock, wheelhouse: Path, reporter: Reporter,
-          client: docker.DockerClient, verbose: bool = False) -> BuildResult:
+          client: docker.DockerClient, verbose: bool = False, *, fresh: bool = False, publish: bool = True,
+          repo: str | None = None) -> BuildResult:
+    """base -> stages -> normalize -> (publish: smoke + verify -> tags).
+
+    ``fresh`` ignores every existing stage, base and engine cache (a from-scratch build);
+    ``publish`` False builds without moving any tag outside ``repo``.
+    """
     started = time.monotonic()
     result = BuildResult(target=target.name, lock_digest=f"sha256:{lock.digest}")
     verify_wheelhouse(lock, wheelhouse)
 
     t0 = time.monotonic()
-    result.base, built = ensure_base(client, target, lock)
+    result.base, built = ensure_base(client, target, lock, ref=f"{repo}:base" if repo else None, fresh=fresh)
     reporter.step("base", "built" if built else "reused", f"{time.monotonic() - t0:5.1f} s  {result.base}")
 
-    stages = plan(target, lock, result.base, git_revision(profile.root))
-    todo = [s for s in stages if find_image(client, s.tag) is None]
+    stages = plan(target, lock, result.base, git_revision(profile.root), repo)
+    todo = stages if fresh else [s for s in stages if find_image(client, s.tag) is None]
     if todo:
         _check_disk(client, lock, wheelhouse, todo)
         network, gateway = build_network(client)
-        with WheelServer(wheelhouse, lock.wheels, gateway) as server:
+        extra = {"sglbuild/lock.json": lock.to_json().encode(), "sglbuild/sbom.cdx.json": sbom_json(target, lock).encode()}
+        with WheelServer(wheelhouse, lock.wheels, gateway, extra) as server:
             for stage in stages:
-                result.stages.append(_stage(client, stage, stage in todo, network, server.url, reporter, verbose, lock))
+                result.stages.append(_stage(client, stage, stage in todo, network, server.url, reporter, verbose, fresh))
     else:
         for stage in stages:
-            result.stages.append(_stage(client, stage, False, "", "", reporter, verbose, lock))
+            result.stages.append(_stage(client, stage, False, "", "", reporter, verbose, fresh))
 
-    final = result.stages[-1]
-    image = client.images.get(final.image_id)
-    result.image_id, result.size = image.id, int(image.attrs.get("Size", 0))
-    result.immutable_tag = f"{target.human_tag}-{stages[-1].key[:12]}"
+    t0 = time.monotonic()
+    result.image_id = normalize(client, result.stages[-1].image_id, _layer_stages(client, result), target.base.source_date_epoch)
+    image = client.images.get(result.image_id)
+    result.size, result.layers = int(image.attrs.get("Size", 0)), list(image.attrs["RootFS"]["Layers"])
+    reporter.step("normalize", "done", f"{time.monotonic() - t0:5.1f} s  {result.image_id[:19]} ({len(result.layers)} layers)")
+    result.immutable_tag = f"{repo}:final" if repo else f"{target.human_tag}-{stages[-1].key[:12]}"
     tag_image(client, image.id, result.immutable_tag)
-
-    current = find_image(client, target.human_tag)
-    if current is not None and current.id == image.id:
-        result.tag = target.human_tag  # already smoke-tested when the tag was moved here
-        reporter.step("smoke", "reused", f"{target.human_tag} already is this image")
-    else:
-        # Smoke tests and verify's static checks read the same image: run them side by side.
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            smoke = pool.submit(smoke_test, client, image.id, target, serve_flags(target, lock), reporter)
-            checks = pool.submit(_verify, client, image.id, target, lock, reporter)
-            result.smoke, result.verify = smoke.result(), checks.result()
-        tag_image(client, image.id, target.human_tag)
-        result.tag = target.human_tag
-    reporter.step("tag", "tagged", f"{target.human_tag}  {result.immutable_tag}")
+    if publish:
+        _publish(client, image.id, target, lock, result, reporter)
+        sbom = profile.root / "out" / f"{target.name}.cdx.json"
+        sbom.parent.mkdir(exist_ok=True)
+        sbom.write_text(sbom_json(target, lock))
+        result.sbom = str(sbom)
     result.seconds = time.monotonic() - started
     return result
 
 
+def _layer_stages(client: docker.DockerClient, result: BuildResult) -> list[str]:
+    """Which stage made each layer of the final image (from each stage image's layer count)."""
+    names: list[str] = []
+    for name, image_id in [("base", result.base), *((s.name, s.image_id) for s in result.stages)]:
+        count = len(client.images.get(image_id).attrs["RootFS"]["Layers"])
+        names += [name] * (count - len(names))
+    return names
+
+
+def _publish(client: docker.DockerClient, image_id: str, target: Target, lock: Lock, result: BuildResult,
+             reporter: Reporter) -> None:
+    current = find_image(client, target.human_tag)
+    if current is not None and current.id == image_id:
+        result.tag = target.human_tag  # already smoke-tested and verified when the tag was moved here
+        reporter.step("smoke", "reused", f"{target.human_tag} already is this image")
+    else:
+        # Smoke tests and verify's static checks read the same image: run them side by side.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            smoke = pool.submit(smoke_test, client, image_id, target, serve_flags(target, lock), reporter)
+            checks = pool.submit(_verify, client, image_id, target, lock, reporter)
+            result.smoke, result.verify = smoke.result(), checks.result()
+        tag_image(client, image_id, target.human_tag)
+        result.tag = target.human_tag
+    reporter.step("tag", "tagged", f"{target.human_tag}  {result.immutable_tag}")
+
+
 def _stage(client: docker.DockerClient, stage: PlannedStage, needed: bool, network: str, wheel_url: str,
-           reporter: Reporter, verbose: bool, lock: Lock) -> StageResult:
+           reporter: Reporter, verbose: bool, nocache: bool) -> StageResult:
     name = stage.spec.name
     t0 = time.monotonic()
     if not needed:
@@ -135,7 +166,7 @@ def _stage(client: docker.DockerClient, stage: PlannedStage, needed: bool, netwo
         reporter.step(name, "reused", f"  0.0 s  {stage.tag}")
         return StageResult(name, stage.tag, image.id, "reused", 0.0)
     reporter.step(name, "building", stage.tag)
-    image_id = _docker_build(client, stage, network, wheel_url, reporter, verbose, lock)
+    image_id = _docker_build(client, stage, network, wheel_url, reporter, verbose, nocache)
     tag_image(client, image_id, stage.tag)  # only a finished image gets the stage's tag
     seconds = time.monotonic() - t0
     reporter.step(name, "built", f"{seconds:5.1f} s  {stage.tag}")
@@ -143,14 +174,11 @@ def _stage(client: docker.DockerClient, stage: PlannedStage, needed: bool, netwo
 
 
 def _docker_build(client: docker.DockerClient, stage: PlannedStage, network: str, wheel_url: str,
-                  reporter: Reporter, verbose: bool, lock: Lock) -> str:
+                  reporter: Reporter, verbose: bool, nocache: bool) -> str:
     name = stage.spec.name
     tail: deque[str] = deque(maxlen=25)
-    files = {"Dockerfile": stage.dockerfile}
-    if stage.spec.kind == "final":
-        files["lock.json"] = lock.to_json()
     stream = client.api.build(
-        fileobj=context_tar(files), custom_context=True, rm=True, forcerm=True,
+        fileobj=context_tar({"Dockerfile": stage.dockerfile}), custom_context=True, rm=True, forcerm=True, nocache=nocache,
         pull=False, decode=True, network_mode=network, buildargs={"SGLBUILD_WHEELHOUSE": wheel_url},
         labels={LABEL_MANAGED: "true"},
     )

@@ -26,6 +26,11 @@ from .ui import Reporter
 from .archs import scan as scan_archs
 from .fatbin import verdict as gpu_verdict
 from .verify import VerifyFailed
+from .errors import CheckFailed
+from .repro import check_reproducible as run_repro_check
+from .repro import repro_text
+from .layers import diff_images, diff_text
+from .inspect import inspect_image
 from .verify import verify as run_verify
 from .wheelhouse import fetch as run_fetch
 
@@ -138,16 +143,25 @@ def render(ctx: Context, target: str | None, output: str | None) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @click.option("--json", "json_mode", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("--verbose", "-v", is_flag=True, help="Stream the engine's build output.")
+@click.option("--no-cache", is_flag=True, help="Rebuild the base and every stage from scratch (no stage or engine cache).")
+@click.option("--check-reproducible", is_flag=True, help="Build twice from scratch and compare, layer by layer; tag nothing.")
 @pass_ctx
 @handled
-def build(ctx: Context, target: str | None, quiet: bool, json_mode: bool, verbose: bool) -> None:
-    """Build TARGET's stages (reusing unchanged ones), smoke-test the image, then tag it."""
+def build(ctx: Context, target: str | None, quiet: bool, json_mode: bool, verbose: bool, no_cache: bool,
+          check_reproducible: bool) -> None:
+    """Build TARGET's stages (reusing unchanged ones), verify the image, then tag it."""
     t = ctx.profile.target(target)
     lk = check_lock(ctx.profile, t)
     client = connect()
     reporter = Reporter(quiet=quiet, json_mode=json_mode)
+    if check_reproducible:
+        report = run_repro_check(ctx.profile, t, lk, ctx.wheelhouse, reporter, client)
+        click.echo(json.dumps(report, indent=2) if json_mode else repro_text(report), nl=False)
+        if not report["identical"]:
+            raise CheckFailed(f"{t.name} is not reproducible: two builds from scratch differ", "see the files listed above")
+        return
     reporter.info(f"building {t.name} (lock sha256:{lk.digest[:16]})")
-    result = run_build(ctx.profile, t, lk, ctx.wheelhouse, reporter, client, verbose=verbose)
+    result = run_build(ctx.profile, t, lk, ctx.wheelhouse, reporter, client, verbose=verbose, fresh=no_cache)
     reporter.emit(asdict(result))
     reporter.info(f"{result.tag}  {result.image_id[:19]}  {result.size / 1e9:.2f} GB  {result.seconds:.1f} s")
 
@@ -195,6 +209,38 @@ def verify(ctx: Context, image: str, target_arch: str | None, gpu: str, model: s
     if not report.passed:
         failed = [c.name for c in report.checks if c.status == "fail"]
         raise VerifyFailed(f"{image} failed {len(failed)} check(s): {', '.join(failed)}")
+
+
+@cli.command()
+@click.argument("image_a")
+@click.argument("image_b")
+@click.option("--semantic", is_flag=True, help="Ignore timestamps: compare content, mode, owner and presence.")
+@click.option("--json", "json_mode", is_flag=True, help="Print JSON.")
+@handled
+def diff(image_a: str, image_b: str, semantic: bool, json_mode: bool) -> None:
+    """Compare two images layer by layer and file by file."""
+    diffs = diff_images(connect(), image_a, image_b, semantic)
+    if json_mode:
+        click.echo(json.dumps([{**asdict(d), "identical": d.identical} for d in diffs], indent=2))
+    else:
+        click.echo(diff_text(diffs, semantic), nl=False)
+    if any(d.files or (not d.identical and not semantic) for d in diffs):
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("image")
+@click.option("--write-lock", type=click.Path(dir_okay=False), help="Write the lock the image was built from here.")
+@click.option("--write-sbom", type=click.Path(dir_okay=False), help="Write the image's CycloneDX SBOM here.")
+@handled
+def inspect(image: str, write_lock: str | None, write_sbom: str | None) -> None:
+    """Say how IMAGE was built; write its lock (to rebuild it) or SBOM back out."""
+    info = inspect_image(connect(), image)
+    click.echo(info.text(), nl=False)
+    for path, member in ((write_lock, "lock.json"), (write_sbom, "sbom.cdx.json")):
+        if path:
+            Path(path).write_text(info.files[member])
+            click.echo(f"wrote {path}", err=True)
 
 
 def _repo_lock(ctx: Context, client, image: str):

@@ -81,6 +81,15 @@ class BuildFailed(SglbuildError):
     exit_code = 6
 
 
+class CheckFailed(SglbuildError):
+    """Raised when an image was checked and failed (verify, reproducibility): exit 1.
+
+    Errors that kept the check from running at all use their own codes (2, 3).
+    """
+
+    exit_code = 1
+
+
 class SmokeTestFailed(SglbuildError):
     """Raised when a built image fails its smoke tests; the human tag is not moved."""
 

@@ -45,6 +45,7 @@ _FLAGS = ("import argparse, json, sys; from sglang.srt.server_args import Server
 def _static(flags_json: str) -> dict:
     """Everything verify's static checks need, from one run inside the image."""
     import concurrent.futures
+    import glob
     import importlib.metadata as md
     import os
     import re
@@ -68,8 +69,13 @@ def _static(flags_json: str) -> dict:
         libs = _archs(site)
         gpu_libs = [d["path"] for d in libs if d["sass"] or d["ptx"]]
 
+        # torch loads the nvidia-* wheels' libraries (and its own) before any extension that
+        # needs them: resolve with that path, as the process does at run time.
+        preload = sorted(glob.glob(os.path.join(site[0], "nvidia", "*", "lib")) + glob.glob(os.path.join(site[0], "torch", "lib")))
+        env = {**os.environ, "LD_LIBRARY_PATH": ":".join(preload)}
+
         def ldd(path: str) -> tuple[str, list[str]]:
-            out = subprocess.run(["ldd", path], capture_output=True, text=True).stdout
+            out = subprocess.run(["ldd", path], capture_output=True, text=True, env=env).stdout
             return path, sorted(set(re.findall(r"^\s*(\S+) => not found", out, re.M)))
 
         missing = dict(pool.map(ldd, gpu_libs)) if shutil.which("ldd") else None

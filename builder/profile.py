@@ -100,6 +100,7 @@ class Target:
     smoke: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     require_native: tuple[str, ...] = ()  # globs under site-packages that must carry SASS for gpu_arch
+    post_install: tuple[str, ...] = ()  # shell commands at the end of the final stage
 
     @property
     def human_tag(self) -> str:
@@ -252,7 +253,7 @@ def _parse_target(name: str, r: _Reader) -> Target:
     if not _NAME.match(name):
         raise r.fail("", f"target name {name!r} must be lowercase letters, digits, '.', '_' or '-'")
     r.check_keys({"description", "image", "tag", "gpu_arch", "source", "base", "python", "stage", "serve", "smoke", "env",
-                  "require_native"})
+                  "require_native", "post_install"})
     gpu_arch = r.get("gpu_arch", str, required=True)
     if not _ARCH.match(gpu_arch):
         raise r.fail("gpu_arch", f"{gpu_arch!r} is not an architecture like 'sm_120'")
@@ -324,6 +325,9 @@ def _parse_target(name: str, r: _Reader) -> Target:
     require_native = r.get("require_native", list, [])
     if not all(isinstance(g, str) and g and not g.startswith("/") for g in require_native):
         raise r.fail("require_native", "must be a list of globs relative to site-packages")
+    post_install = r.get("post_install", list, [])
+    if not all(isinstance(c, str) and c.strip() and "\n" not in c for c in post_install):
+        raise r.fail("post_install", "must be a list of one-line shell commands")
     env = r.get("env", dict, {})
     if not all(isinstance(v, str) for v in env.values()):
         raise r.fail("env", "values must be strings")
@@ -346,6 +350,7 @@ def _parse_target(name: str, r: _Reader) -> Target:
         smoke=tuple(smoke),
         env=tuple(sorted(env.items())),
         require_native=tuple(require_native),
+        post_install=tuple(post_install),
     )
 
 

@@ -7,6 +7,7 @@ what is built is exactly what ``sglbuild render`` shows.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,6 +20,7 @@ from .errors import InputError
 from .flags import server_flags
 from .lock import Lock, Wheel
 from .profile import Target
+from .sbom import sbom_json
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -90,6 +92,9 @@ def render(target: Target, lock: Lock, stages: list[StageSpec], revision: str, t
             env=list(target.env),
             server_flags=serve_flags(target, lock),
             labels=labels(target, lock, revision),
+            lock_sha256=hashlib.sha256(lock.to_json().encode()).hexdigest(),
+            sbom_sha256=hashlib.sha256(sbom_json(target, lock).encode()).hexdigest(),
+            post_install=list(target.post_install),
         )
     except jinja2.TemplateNotFound as exc:
         raise InputError(f"template {exc.name} not found in {template_dir}") from None

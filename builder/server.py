@@ -17,8 +17,9 @@ from .lock import Wheel
 
 
 class WheelServer:
-    def __init__(self, wheelhouse: Path, wheels: list[Wheel], host: str) -> None:
+    def __init__(self, wheelhouse: Path, wheels: list[Wheel], host: str, extra: dict[str, bytes] | None = None) -> None:
         files = {w.filename: (wheelhouse / w.filename, w.sha256) for w in wheels}
+        extra = dict(extra or {})  # small files the build fetches by path (lock, SBOM); not in the index
         index = "".join(f'<a href="{quote(n)}#sha256={h}">{html.escape(n)}</a>\n' for n, (_, h) in sorted(files.items()))
         page = f"<!DOCTYPE html>\n<html><body>\n{index}</body></html>\n".encode()
 
@@ -28,6 +29,10 @@ class WheelServer:
                 if name in ("", "index.html"):
                     self._send(200, "text/html", len(page))
                     self.wfile.write(page)
+                    return
+                if name in extra:
+                    self._send(200, "application/octet-stream", len(extra[name]))
+                    self.wfile.write(extra[name])
                     return
                 entry = files.get(name)
                 if entry is None:

@@ -21,7 +21,7 @@ from docker.types import DeviceRequest
 
 from .archs import run_probe
 from .engine import find_image
-from .errors import InputError, SglbuildError
+from .errors import CheckFailed, InputError
 from .fatbin import GpuCode, arch_key, verdict
 from .lock import Lock, parse_lock
 
@@ -36,10 +36,8 @@ ATTENTION_LIBS = {
 CUSTOM_ALL_REDUCE_LIBS = ["sgl_kernel/*mscclpp*.so*", "sgl_kernel/*/common_ops*.so"]
 
 
-class VerifyFailed(SglbuildError):
+class VerifyFailed(CheckFailed):
     """Raised when the image failed at least one check (exit 1; could-not-run errors use 2 and 3)."""
-
-    exit_code = 1
 
 
 @dataclass
