@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 TARGET ?=
 
-.PHONY: image test bench host lock clean-images
+.PHONY: image test bench host lock pipeline clean-images
 
 $(BIN)/sglbuild: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test: $(BIN)/sglbuild host
 bench: $(BIN)/sglbuild host
 	$(BIN)/python bench/build_bench.py
 	$(BIN)/python bench/archs_bench.py
+
+## pipeline: build -> verify -> push by digest -> pull -> verify -> tag, against REPO (e.g. 127.0.0.1:5000/sglang)
+REPO ?= $(shell ci/registry.sh 5000)/sglang
+pipeline: $(BIN)/sglbuild host
+	SGLBUILD=$(BIN)/sglbuild ci/pipeline.sh $(REPO) $(TARGET)
 
 ## lock: re-resolve the default target (network needed)
 lock: $(BIN)/sglbuild

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from builder.base import ensure_base  # noqa: E402
-from builder.engine import connect  # noqa: E402
+from builder.build import plan  # noqa: E402
+from builder.engine import connect, find_image, git_revision  # noqa: E402
 from builder.lock import check_lock  # noqa: E402
 from builder.profile import load_profile  # noqa: E402
 from builder.ui import Reporter  # noqa: E402
@@ -51,13 +51,12 @@ def main() -> None:
     base, _ = ensure_base(client, target, lock)
 
     # sglbuild: full build (every stage above the base), then a no-op rebuild.
-    for image in client.images.list(f"sglbuild/{target.name}"):
-        client.images.remove(image.id, force=True)
-    for ref in (target.human_tag,):
-        try:
-            client.images.remove(ref, force=True)
-        except Exception:  # noqa: BLE001
-            pass
+    for stage in reversed(plan(target, lock, base, git_revision(ROOT))):
+        if find_image(client, stage.tag) is not None:
+            client.images.remove(stage.tag, force=True)
+    for image in client.images.list(target.image):
+        if any(t.startswith(target.human_tag) for t in image.tags):
+            client.images.remove(image.id, force=True)
     ours_full = sglbuild("build", "--quiet")
     ours_noop = sglbuild("build", "--quiet")
     ours_size = client.images.get(target.human_tag).attrs["Size"]

@@ -28,6 +28,7 @@ from .errors import BuildFailed, DiskFull, EngineError, Interrupted, SmokeTestFa
 from .lock import Lock
 from .profile import Profile, Target
 from .normalize import normalize
+from .registry import record_verified
 from .render import StageSpec, render, serve_flags, stage_specs
 from .sbom import sbom_json
 from .server import WheelServer
@@ -69,8 +70,8 @@ class BuildResult:
     seconds: float = 0.0
 
 
-def stage_repo(target: Target) -> str:
-    return f"sglbuild/{target.name}"
+# Stage images are content-addressed, so targets that share a stage share its image.
+STAGE_REPO = "sglbuild/stage"
 
 
 def plan(target: Target, lock: Lock, base: str, revision: str, repo: str | None = None) -> list[PlannedStage]:
@@ -80,7 +81,7 @@ def plan(target: Target, lock: Lock, base: str, revision: str, repo: str | None 
         single = replace(spec, parent=parent)
         text = render(target, lock, [single], revision)
         key = hashlib.sha256(text.encode()).hexdigest()
-        stages.append(PlannedStage(single, text, key, f"{repo or stage_repo(target)}:{spec.name}-{key[:16]}"))
+        stages.append(PlannedStage(single, text, key, f"{repo or STAGE_REPO}:{spec.name}-{key[:16]}"))
         parent = stages[-1].tag
     return stages
 
@@ -243,6 +244,7 @@ def _verify(client: docker.DockerClient, image_id: str, target: Target, lock: Lo
     if failed:
         raise SmokeTestFailed(f"verify failed: {failed[0].name}: {failed[0].detail[:300]}",
                               f"the image keeps only its immutable tag; {target.human_tag} was not moved")
+    record_verified(image_id, gpu_checked=False)
     return report.to_dict()
 
 

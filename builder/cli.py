@@ -12,28 +12,32 @@ from typing import Any, Callable
 import click
 
 from . import __version__
+from .archs import scan as scan_archs
+from .base import base_ref
 from .build import build as run_build
-from .engine import connect
-from .errors import Interrupted, LockError, SglbuildError
-from .lock import check_lock, lock_path, read_lock, write_lock
+from .engine import connect, git_revision
+from .errors import CheckFailed, InputError, Interrupted, LockError, SglbuildError
+from .fatbin import verdict as gpu_verdict
+from .inspect import inspect_image
+from .layers import diff_images, diff_text
+from .lock import check_lock, lock_changes, lock_path, read_lock, write_lock
 from .profile import DEFAULT_PROFILE, Profile, load_profile
+from .registry import promote as promote_image
+from .registry import push as push_image
+from .registry import record_verified
 from .render import render as render_dockerfile
 from .render import stage_specs
-from .resolve import resolve
-from .base import base_ref
-from .engine import git_revision
-from .ui import Reporter
-from .archs import scan as scan_archs
-from .fatbin import verdict as gpu_verdict
-from .verify import VerifyFailed
-from .errors import CheckFailed
 from .repro import check_reproducible as run_repro_check
 from .repro import repro_text
-from .layers import diff_images, diff_text
-from .inspect import inspect_image
+from .resolve import resolve
+from .serve import PRESETS, check_flags, dry_run_text, port_free, require_gpu
+from .serve import plan as serve_plan
+from .serve import start as start_server
+from .serve import wait_healthy
+from .ui import Reporter
+from .verify import VerifyFailed
 from .verify import verify as run_verify
 from .wheelhouse import fetch as run_fetch
-
 
 def _fail(message: str, code: int) -> None:
     click.echo(f"sglbuild: error: {message}", err=True)
@@ -85,23 +89,35 @@ def cli(ctx: click.Context, profile_path: str, wheels: str | None) -> None:
 @cli.command()
 @click.argument("target", required=False)
 @click.option("--check", is_flag=True, help="Only check that the lock matches the profile; change nothing.")
+@click.option("--update", is_flag=True, help="Re-resolve even if the lock is up to date: move pins forward within the profile.")
 @pass_ctx
 @handled
-def lock(ctx: Context, target: str | None, check: bool) -> None:
-    """Resolve every input of TARGET for the image's platform and write its lock file."""
+def lock(ctx: Context, target: str | None, check: bool, update: bool) -> None:
+    """Resolve every input of TARGET for the image's platform and write its lock file.
+
+    An up-to-date lock is kept as it is (no network); --update moves every pin to the
+    newest the profile allows (newest nightly of a channel, newest release in a range)
+    and prints what changed. A failed resolution leaves the old lock untouched.
+    """
     t = ctx.profile.target(target)
     if check:
         lk = check_lock(ctx.profile, t)
         click.echo(f"{lock_path(ctx.profile, t)}: up to date ({len(lk.wheels)} wheels, {len(lk.debian)} Debian packages)")
         return
-    click.echo(f"resolving {t.name} for CPython on linux/{'x86_64'} ...", err=True)
-    new = resolve(ctx.profile, t, ctx.wheelhouse)
     try:
-        old_digest = read_lock(ctx.profile, t).digest
+        old = read_lock(ctx.profile, t)
     except LockError:
-        old_digest = None
+        old = None
+    if old is not None and not update and old.inputs == t.inputs_digest():
+        click.echo(f"{lock_path(ctx.profile, t)}: up to date (sglbuild lock --update moves the pins forward)")
+        return
+    click.echo(f"resolving {t.name} for the image's platform (linux x86_64, its CPython, manylinux) ...", err=True)
+    new = resolve(ctx.profile, t, ctx.wheelhouse)
     path = write_lock(ctx.profile, t, new)
-    state = "unchanged" if old_digest == new.digest else "written"
+    changes = lock_changes(old, new)
+    for line in changes:
+        click.echo(f"  {line}")
+    state = "written" if changes else "no pin moved"
     click.echo(f"{path}: {state}: {len(new.wheels)} wheels, {len(new.debian)} Debian packages, "
                f"Python {new.platform.python}, glibc {new.platform.glibc}, sha256:{new.digest[:16]}")
 
@@ -209,6 +225,7 @@ def verify(ctx: Context, image: str, target_arch: str | None, gpu: str, model: s
     if not report.passed:
         failed = [c.name for c in report.checks if c.status == "fail"]
         raise VerifyFailed(f"{image} failed {len(failed)} check(s): {', '.join(failed)}")
+    record_verified(report.image_id, gpu_checked=any(c.id == "gpu-compute" and c.status == "pass" for c in report.checks))
 
 
 @cli.command()
@@ -241,6 +258,72 @@ def inspect(image: str, write_lock: str | None, write_sbom: str | None) -> None:
         if path:
             Path(path).write_text(info.files[member])
             click.echo(f"wrote {path}", err=True)
+
+
+@cli.command()
+@click.argument("image")
+@click.argument("repo")
+@click.option("--force", is_flag=True, help="Push even if the image has not passed verify here.")
+@handled
+def push(image: str, repo: str, force: bool) -> None:
+    """Push IMAGE to REPO; print (and record) REPO@sha256:DIGEST."""
+    result = push_image(connect(), image, repo, force)
+    click.echo(f"pushed {result['tag']}", err=True)
+    click.echo(result["ref"])
+
+
+@cli.command()
+@click.argument("ref")
+@click.argument("tag")
+@click.option("--require-gpu", is_flag=True, help="Only if the image passed verify with --gpu require.")
+@handled
+def promote(ref: str, tag: str, require_gpu: bool) -> None:
+    """Move REPO:TAG in the registry to REF (REPO@sha256:...), once REF has passed verify."""
+    result = promote_image(connect(), ref, tag, require_gpu)
+    click.echo(f"{result['tag']} -> {result['ref']}")
+
+
+@cli.command()
+@click.argument("image_or_target", required=False)
+@click.option("--model", default=None, help="Hugging Face ID or local directory [default: the preset's model].")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None, help="The field report's settings for a model.")
+@click.option("--port", type=int, default=None, help="Host port [default: the preset's, else 30000].")
+@click.option("--dry-run", is_flag=True, help="Check the flags with the image's SGLang and print the docker run command.")
+@pass_ctx
+@handled
+def serve(ctx: Context, image_or_target: str | None, model: str | None, preset: str | None, port: int | None, dry_run: bool) -> None:
+    """Serve a model from an image (or a target's image) with flags its SGLang accepts."""
+    image = image_or_target
+    if image is None or image in _target_names(ctx):
+        image = ctx.profile.target(image).human_tag
+    p = serve_plan(image, model, preset, port)
+    client = connect()
+    if not dry_run:
+        if not port_free(p.port):
+            raise InputError(f"port {p.port} is in use", "pass --port N")
+        require_gpu(client)
+    check_flags(client, image, p.flags)
+    if dry_run:
+        click.echo(dry_run_text(p), nl=False)
+        return
+    container = start_server(client, p)
+    url = f"http://127.0.0.1:{p.port}"
+    click.echo(f"starting {p.name} ({container.short_id}); waiting for {url}/health ...", err=True)
+    try:
+        wait_healthy(container, url)
+    except (SglbuildError, KeyboardInterrupt):
+        container.remove(force=True)
+        raise
+    click.echo(f"serving {p.model} at {url}  (stop: docker rm -f {p.name})")
+    click.echo(f"curl {url}/generate -H 'Content-Type: application/json' "
+               "-d '{\"text\": \"The capital of France is\", \"sampling_params\": {\"max_new_tokens\": 32}}'")
+
+
+def _target_names(ctx: Context) -> set[str]:
+    try:
+        return set(ctx.profile.targets)
+    except SglbuildError:
+        return set()
 
 
 def _repo_lock(ctx: Context, client, image: str):

@@ -24,7 +24,7 @@ def connect(timeout: int = 600) -> docker.DockerClient:
     try:
         client = docker.from_env(timeout=timeout)
         client.ping()
-    except (docker.errors.DockerException, OSError) as exc:
+    except (docker.errors.DockerException, OSError):
         raise EngineUnavailable(
             f"no Docker engine answers at {where}",
             "start one ('systemctl start docker', or 'dockerd &' as root) or set DOCKER_HOST",

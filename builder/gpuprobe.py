@@ -125,36 +125,22 @@ def _free_port() -> int:
 
 
 def _serve_check(client, image_id: str, model: str, gpus) -> "object":
-    """Start the image's server with its default flags, ask it the field report's question."""
+    """Start the image's server with its default flags (and the field report's TinyLlama
+    settings), ask it the field report's question, report time for 128 tokens and GPU memory."""
+    from .errors import SglbuildError
+    from .serve import plan, start, wait_healthy
     from .verify import Check
 
-    port = _free_port()
-    volumes = {os.path.expanduser("~/.cache/huggingface"): {"bind": "/root/.cache/huggingface", "mode": "rw"}}
-    if os.path.isdir(model):
-        volumes[os.path.abspath(model)] = {"bind": "/model", "mode": "ro"}
-        model = "/model"
-    container = client.containers.run(image_id, ["--model-path", model, "--mem-fraction-static", "0.15",
-                                                 "--max-total-tokens", "2048"],
-                                       detach=True, device_requests=gpus, shm_size="8g", ports={"8000/tcp": ("127.0.0.1", port)},
-                                       volumes=volumes, environment={"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"})
-    base = f"http://127.0.0.1:{port}"
+    p = plan(image_id, model, "tinyllama", _free_port())
+    container = start(client, p, detach_name=False)
+    base = f"http://127.0.0.1:{p.port}"
     try:
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            container.reload()
-            if container.status == "exited":
-                tail = container.logs(tail=5).decode(errors="replace").strip().splitlines()
-                return Check("gpu-serve", "GPU serving", "fail", f"the server exited: {tail[-1] if tail else ''}")
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(2)
-        else:
-            return Check("gpu-serve", "GPU serving", "fail", "the server was not healthy within 15 minutes")
-        body = json.dumps({"text": "The capital of France is", "sampling_params": {"max_new_tokens": 128, "temperature": 0,
-                                                                                   "ignore_eos": True}}).encode()
+        try:
+            wait_healthy(container, base)
+        except SglbuildError as exc:
+            return Check("gpu-serve", "GPU serving", "fail", str(exc))
+        body = json.dumps({"text": "The capital of France is",
+                           "sampling_params": {"max_new_tokens": 128, "temperature": 0, "ignore_eos": True}}).encode()
         t0 = time.perf_counter()
         with urllib.request.urlopen(urllib.request.Request(base + "/generate", body, {"Content-Type": "application/json"}), timeout=300) as r:
             answer = json.loads(r.read())
@@ -162,7 +148,6 @@ def _serve_check(client, image_id: str, model: str, gpus) -> "object":
         text = (answer.get("text") or "").strip()
         mem = container.exec_run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"]).output.decode().split()
         used = f"{int(mem[0]) / 1024:.2f} GB" if mem and mem[0].isdigit() else "unknown"
-        status = "pass" if text else "fail"
-        return Check("gpu-serve", "GPU serving", status, f"128 tokens in {seconds:.2f} s, GPU memory {used}: {text[:60]!r}")
+        return Check("gpu-serve", "GPU serving", "pass" if text else "fail", f"128 tokens in {seconds:.2f} s, GPU memory {used}: {text[:60]!r}")
     finally:
         container.remove(force=True)

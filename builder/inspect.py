@@ -8,7 +8,6 @@ the same image.
 from __future__ import annotations
 
 import io
-import json
 import tarfile
 from dataclasses import dataclass, field
 

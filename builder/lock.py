@@ -145,3 +145,24 @@ def write_lock(profile: Profile, target: Target, lock: Lock) -> Path:
     tmp.write_text(lock.to_json())
     os.replace(tmp, path)
     return path
+
+
+def lock_changes(old: Lock | None, new: Lock) -> list[str]:
+    """What moved between two locks, one line per package: versions, and hashes when only they changed."""
+    if old is None:
+        return [f"new lock: {len(new.wheels)} wheels, {len(new.debian)} Debian packages"]
+    lines = []
+    before, after = {w.name: w for w in old.wheels}, {w.name: w for w in new.wheels}
+    for name in sorted(set(before) | set(after)):
+        a, b = before.get(name), after.get(name)
+        if a is None:
+            lines.append(f"+ {name} {b.version} (sha256 {b.sha256[:12]})")
+        elif b is None:
+            lines.append(f"- {name} {a.version}")
+        elif (a.version, a.sha256) != (b.version, b.sha256):
+            lines.append(f"~ {name} {a.version} -> {b.version} (sha256 {a.sha256[:12]} -> {b.sha256[:12]})")
+    for name in sorted(set(old.debian) | set(new.debian)):
+        a, b = old.debian.get(name), new.debian.get(name)
+        if a != b:
+            lines.append(f"~ deb {name} {a or 'absent'} -> {b or 'absent'}")
+    return lines

@@ -116,6 +116,10 @@ def main(argv: list[str]) -> int:
     try:
         if argv[:1] == ["archs"]:
             answer: object = _archs(argv[1:] or ["/"])
+        elif argv[:1] == ["flags"]:
+            proc = __import__("subprocess").run([sys.executable, "-c", _FLAGS, argv[1]], capture_output=True, text=True)
+            err = (proc.stderr.strip().splitlines() or [""])[-1]
+            answer = {"ok": proc.returncode == 0, "error": None if proc.returncode == 0 else err}
         elif argv[:1] == ["static"]:
             answer = _static(argv[1] if len(argv) > 1 else "null")
         elif argv[:1] == ["gpu"]:

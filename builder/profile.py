@@ -42,6 +42,7 @@ class Pin:
     index: str | None = None
     wheel: str | None = None
     sha256: str | None = None
+    pre: bool = False  # follow a nightly channel: pre-releases (dev builds) count as newest
 
     @property
     def name(self) -> str:
@@ -64,6 +65,7 @@ class Base:
     source_date_epoch: int = 0
     image: str | None = None
     python: str | None = None  # only for a registry base; a Debian base's comes from the lock
+    glibc: str = "2.17"  # only for a registry base: the manylinux level its wheels may need
 
     @property
     def bootstrapped(self) -> bool:
@@ -108,6 +110,10 @@ class Target:
 
     def pins(self) -> list[Pin]:
         return [*self.tools, *(p for s in self.stages for p in s.requires)]
+
+    @property
+    def follows_nightly(self) -> bool:
+        return any(p.pre for p in self.pins())
 
     def resolution_inputs(self) -> dict[str, Any]:
         """What the lock depends on; serving flags, tags and smoke tests do not count."""
@@ -222,12 +228,13 @@ def _parse_pin(r: _Reader, key: str, raw: Any) -> Pin:
         pin = Pin(requirement=raw)
     elif isinstance(raw, dict):
         sub = _Reader(r.path, r.text, raw, r.where)
-        sub.check_keys({"requirement", "index", "wheel", "sha256"})
+        sub.check_keys({"requirement", "index", "wheel", "sha256", "pre"})
         pin = Pin(
             requirement=sub.get("requirement", str, required=True),
             index=sub.get("index", str, None),
             wheel=sub.get("wheel", str, None),
             sha256=sub.get("sha256", str, None),
+            pre=sub.get("pre", bool, False),
         )
     else:
         raise r.fail(key, f"each requirement must be a string or a table, not {type(raw).__name__}")
@@ -259,7 +266,7 @@ def _parse_target(name: str, r: _Reader) -> Target:
         raise r.fail("gpu_arch", f"{gpu_arch!r} is not an architecture like 'sm_120'")
 
     b = r.sub("base")
-    b.check_keys({"suite", "mirror", "packages", "source_date_epoch", "image", "python"})
+    b.check_keys({"suite", "mirror", "packages", "source_date_epoch", "image", "python", "glibc"})
     image = b.get("image", str, None)
     if image is not None and not _DIGEST_REF.match(image):
         raise b.fail("image", f"{image!r} must be pinned by digest: NAME@sha256:<64 hex digits>")
@@ -276,6 +283,7 @@ def _parse_target(name: str, r: _Reader) -> Target:
         source_date_epoch=epoch,
         image=image,
         python=b.get("python", str, None),
+        glibc=b.get("glibc", str, "2.17"),
     )
     if image is not None and base.python is None:
         raise b.fail("python", "a registry base must say its CPython version, e.g. '3.11'")

@@ -38,7 +38,7 @@ def resolve(profile: Profile, target: Target, wheelhouse: Path) -> Lock:
         debian = resolve_debian(target)
         platform = platform_from_debian(debian)
     else:
-        debian, platform = {}, Platform(python=target.base.python or "3.11", glibc="2.17")
+        debian, platform = {}, Platform(python=target.base.python or "3.11", glibc=target.base.glibc)
     wheels = resolve_python(target, platform, wheelhouse)
     return Lock(
         target=target.name,
@@ -176,6 +176,8 @@ def _pip_resolve(target: Target, pins: list[Pin], platform: Platform, wheelhouse
         if any(links.iterdir()):
             cmd += ["--find-links", str(links)]
         cmd += pip_target_args(platform)
+        if any(p.pre for p in pins):
+            cmd.append("--pre")  # a pin that follows a nightly channel takes the newest dev build
         cmd += [p.requirement for p in pins]
         proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if proc.returncode != 0:

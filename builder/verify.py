@@ -17,7 +17,6 @@ from pathlib import PurePosixPath
 
 import docker
 import docker.errors
-from docker.types import DeviceRequest
 
 from .archs import run_probe
 from .engine import find_image

@@ -84,8 +84,18 @@ def index(tmp_path) -> PackageIndex:
     idx.stop()
 
 
+DEBIAN_BASE = """suite = "bookworm"
+packages = ["python3", "python3-venv", "libnuma1"]
+source_date_epoch = 1758153600"""
+REGISTRY_BASE = """image = "debian@sha256:""" + "0" * 64 + """"
+python = "3.11.2"
+glibc = "2.36"
+source_date_epoch = 1758153600"""
+
+
 def small_profile(index_url: str, *, name: str = "smalltest", app_version: str = "1.0", smoke: list[str] | None = None,
-                  tools: bool = True, extra: str = "", native: bool = True) -> str:
+                  tools: bool = True, extra: str = "", native: bool = True, registry_base: bool = False) -> str:
+    """A small real target; ``registry_base`` declares a registry base instead (lock then needs no mirror)."""
     smoke = smoke if smoke is not None else ["python -c 'import sgltest_app, sgltest_kernel; print(sgltest_app.__version__)'"]
     smoke_toml = "[" + ", ".join(repr(s).replace("'", '"') if "'" not in s else '"' + s.replace('"', '\\"') + '"' for s in smoke) + "]"
     tools_toml = f'tools = ["uv=={UV_VERSION}"]' if tools else ""
@@ -102,9 +112,7 @@ source = "https://example.invalid/sglbuild"
 smoke = {smoke_toml}
 
 [targets.{name}.base]
-suite = "bookworm"
-packages = ["python3", "python3-venv", "libnuma1"]
-source_date_epoch = 1758153600
+{REGISTRY_BASE if registry_base else DEBIAN_BASE}
 
 [targets.{name}.python]
 index = "{index_url}"
@@ -137,3 +145,19 @@ def populate_index(index: PackageIndex, tmp: Path, uv_wheel: Path, sm120_so: byt
         index.add(make_wheel(src, "sgltest-app", v, requires=["sgltest-torch==2.9.1", "sgltest-kernel==0.3.21",
                                                                'sgltest-windows-only; sys_platform == "win32"']))
     index.add(uv_wheel)
+
+
+def small_project(tmp: Path, uv_wheel: Path, sm120_so: bytes | None, name: str = "smalltest",
+                  steps: tuple[tuple[str, ...], ...] = (("lock",), ("fetch",))) -> tuple[Path, PackageIndex]:
+    """A project directory for the small target, its index on loopback, and STEPS run on it."""
+    from support import run_cli
+
+    index = PackageIndex(tmp / "index")
+    populate_index(index, tmp, uv_wheel, sm120_so)
+    project = tmp / "project"
+    project.mkdir()
+    (project / "sglbuild.toml").write_text(small_profile(index.url, name=name))
+    for args in steps:
+        r = run_cli(*args, cwd=project)
+        assert r.returncode == 0, r.stderr
+    return project, index

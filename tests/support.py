@@ -27,7 +27,7 @@ def make_wheel(directory: Path, name: str, version: str, files: dict[str, bytes]
     dist = name.replace("-", "_")
     files = dict(files or {f"{dist}/__init__.py": f"__version__ = {version!r}\n".encode()})
     info = f"{dist}-{version}.dist-info"
-    meta = [f"Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+    meta = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
     meta += [f"Requires-Dist: {r}" for r in requires or []]
     files[f"{info}/METADATA"] = ("\n".join(meta) + "\n").encode()
     files[f"{info}/WHEEL"] = f"Wheel-Version: 1.0\nGenerator: sglbuild-tests\nRoot-Is-Purelib: true\nTag: {tag}\n".encode()

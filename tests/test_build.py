@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEST_IMAGE, populate_index, small_profile
-from support import ROOT, SGLBUILD, PackageIndex, run_cli
+from conftest import TEST_IMAGE, small_profile, small_project
+from support import ROOT, SGLBUILD, run_cli
 
 pytestmark = pytest.mark.engine
 HUMAN = f"{TEST_IMAGE}:smalltest"
@@ -23,15 +23,7 @@ HUMAN = f"{TEST_IMAGE}:smalltest"
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, docker_client, uv_wheel, sm120_so):
-    tmp = tmp_path_factory.mktemp("build")
-    index = PackageIndex(tmp / "index")
-    populate_index(index, tmp, uv_wheel, sm120_so)
-    project = tmp / "project"
-    project.mkdir()
-    (project / "sglbuild.toml").write_text(small_profile(index.url))
-    for args in (("lock",), ("fetch",)):
-        r = run_cli(*args, cwd=project)
-        assert r.returncode == 0, r.stderr
+    project, index = small_project(tmp_path_factory.mktemp("build"), uv_wheel, sm120_so)
     yield {"project": project, "index": index, "client": docker_client}
     index.stop()
 
@@ -148,14 +140,14 @@ def test_failing_step_tags_nothing(env):
     app = next(w for w in lock["wheels"] if w["name"] == "sgltest-app")
     app["version"] = "1.0"  # but the file (and hash) are 1.1's
     path.write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
-    tags_before = {t for i in client.images.list("sglbuild/smalltest") for t in i.tags}
+    tags_before = {t for i in client.images.list("sglbuild/stage") for t in i.tags}
     try:
         r = build(project)
         assert r.returncode == 6, r.stderr
         assert "stage app failed: a step exited with code" in r.stderr.splitlines()[-1]
     finally:
         path.write_text(good)
-    assert {t for i in client.images.list("sglbuild/smalltest") for t in i.tags} == tags_before
+    assert {t for i in client.images.list("sglbuild/stage") for t in i.tags} == tags_before
     assert client.images.get(HUMAN).id == before
 
 

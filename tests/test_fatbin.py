@@ -7,7 +7,6 @@ import sys
 import re
 import shutil
 import subprocess
-import zipfile
 from pathlib import Path
 
 import pytest

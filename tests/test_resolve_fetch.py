@@ -16,11 +16,12 @@ from support import SGLBUILD, ROOT, make_wheel, run_cli, sha256
 
 
 @pytest.fixture
-def project(tmp_path, index, uv_wheel, sm120_so):
-    populate_index(index, tmp_path, uv_wheel, sm120_so)
+def project(tmp_path, index, uv_wheel):
+    """A target with a registry base: these tests are about Python resolution and fetching."""
+    populate_index(index, tmp_path, uv_wheel, None)
     d = tmp_path / "project"
     d.mkdir()
-    (d / "sglbuild.toml").write_text(small_profile(index.url))
+    (d / "sglbuild.toml").write_text(small_profile(index.url, registry_base=True))
     return d
 
 
@@ -29,6 +30,7 @@ def lock_json(project: Path, target: str = "smalltest") -> dict:
 
 
 def test_lock_resolves_for_the_image_platform_and_splits_stages(project, index):
+    (project / "sglbuild.toml").write_text(small_profile(index.url))  # the Debian base: resolved by mmdebstrap
     # The host's pip configuration must not leak in: point it somewhere that does not exist.
     r = run_cli("lock", cwd=project, env={"PIP_INDEX_URL": "http://127.0.0.1:9/none", "PIP_FIND_LINKS": "/nonexistent",
                                           "PIP_EXTRA_INDEX_URL": "http://127.0.0.1:9/x"})
@@ -45,13 +47,15 @@ def test_lock_resolves_for_the_image_platform_and_splits_stages(project, index):
     assert "libc6" in data["debian"] and "python3.11" in data["debian"]
     first = (project / "locks" / "smalltest.lock.json").read_text()
     r = run_cli("lock", cwd=project)
-    assert "unchanged" in r.stdout and (project / "locks" / "smalltest.lock.json").read_text() == first
+    assert r.returncode == 0 and "up to date" in r.stdout
+    r = run_cli("lock", "--update", cwd=project)  # resolved again: the same bytes
+    assert "no pin moved" in r.stdout and (project / "locks" / "smalltest.lock.json").read_text() == first
     assert run_cli("lock", "--check", cwd=project).returncode == 0
 
 
 def test_lock_check_fails_when_profile_and_lock_disagree(project, index):
     assert run_cli("lock", cwd=project).returncode == 0
-    (project / "sglbuild.toml").write_text(small_profile(index.url, app_version="1.1"))
+    (project / "sglbuild.toml").write_text(small_profile(index.url, app_version="1.1", registry_base=True))
     r = run_cli("lock", "--check", cwd=project)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [r.stderr.strip()]  # one line, no traceback
@@ -69,8 +73,8 @@ def test_nightly_from_a_named_index_and_a_prebuilt_wheel(tmp_path, index, uv_whe
         d = tmp_path / "project"
         (d / "wheels").mkdir(parents=True)
         kernel = make_wheel(d / "wheels", "sgltest-kernel", "0.3.21+cu128", tag="cp39-abi3-manylinux2014_x86_64")
-        text = small_profile(index.url).replace(
-            '"sgltest-torch==2.9.1"', f'{{ requirement = "sgltest-torch==2.10.0.dev20250915+cu128", index = "{nightly.url}" }}'
+        text = small_profile(index.url, registry_base=True).replace(
+            '"sgltest-torch==2.9.1"', f'{{ requirement = "sgltest-torch>=2.10.0.dev0", index = "{nightly.url}", pre = true }}'
         ).replace(
             '"sgltest-kernel==0.3.21"', f'{{ requirement = "sgltest-kernel==0.3.21+cu128", wheel = "{kernel.name}", sha256 = "{sha256(kernel)}" }}'
         ).replace('"sgltest-app==1.0"', '"sgltest-dep"')
@@ -81,9 +85,20 @@ def test_nightly_from_a_named_index_and_a_prebuilt_wheel(tmp_path, index, uv_whe
         assert wheels["sgltest-torch"]["version"] == "2.10.0.dev20250915+cu128"
         assert wheels["sgltest-torch"]["url"].startswith(nightly.url)
         assert wheels["sgltest-kernel"]["url"] is None and wheels["sgltest-kernel"]["sha256"] == sha256(kernel)
-        # The prebuilt wheel changed on disk: resolution refuses it.
+        # A newer nightly appears: a plain lock keeps the pin, --update moves it and says how.
+        newer = nightly.add(make_wheel(tmp_path / "n", "sgltest-torch", "2.10.0.dev20250916+cu128", requires=["sgltest-dep"]))
+        assert "up to date" in run_cli("lock", cwd=d).stdout
+        r = run_cli("lock", "--update", cwd=d)
+        assert r.returncode == 0, r.stderr
+        old_sha = wheels["sgltest-torch"]["sha256"][:12]
+        assert (f"~ sgltest-torch 2.10.0.dev20250915+cu128 -> 2.10.0.dev20250916+cu128 "
+                f"(sha256 {old_sha} -> {sha256(newer)[:12]})") in r.stdout
+        assert {w["name"]: w["version"] for w in lock_json(d)["wheels"]}["sgltest-torch"] == "2.10.0.dev20250916+cu128"
+        # The prebuilt wheel changed on disk: resolution refuses it, and the lock stays as it was.
+        before = (d / "locks" / "smalltest.lock.json").read_text()
         kernel.write_bytes(kernel.read_bytes() + b"\0")
-        r = run_cli("lock", cwd=d)
+        r = run_cli("lock", "--update", cwd=d)
+        assert (d / "locks" / "smalltest.lock.json").read_text() == before
         assert r.returncode == 5 and "has sha256" in r.stderr and "the profile pins" in r.stderr
     finally:
         nightly.stop()
@@ -92,8 +107,8 @@ def test_nightly_from_a_named_index_and_a_prebuilt_wheel(tmp_path, index, uv_whe
 def test_unreachable_index_is_one_line_and_keeps_the_old_lock(project, index):
     assert run_cli("lock", cwd=project).returncode == 0
     before = (project / "locks" / "smalltest.lock.json").read_text()
-    (project / "sglbuild.toml").write_text(small_profile("http://127.0.0.1:9/simple"))
-    r = run_cli("lock", cwd=project)
+    (project / "sglbuild.toml").write_text(small_profile("http://127.0.0.1:9/simple", registry_base=True))
+    r = run_cli("lock", cwd=project)  # the profile changed, so this resolves
     assert r.returncode == 4
     assert "package index http://127.0.0.1:9/simple did not answer" in r.stderr
     assert "Traceback" not in r.stderr

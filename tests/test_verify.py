@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
-import subprocess
 import tarfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from conftest import TEST_IMAGE, nvcc_so, populate_index, small_profile
-from support import PackageIndex, run_cli
+from conftest import TEST_IMAGE, nvcc_so, small_project
+from support import run_cli
 
 pytestmark = pytest.mark.engine
 GOOD = f"{TEST_IMAGE}:verifytest"
@@ -32,7 +30,9 @@ class ServerArgs:
         p.add_argument('--host'); p.add_argument('--port', type=int)
         p.add_argument('--attention-backend', choices=['torch_native', 'triton', 'flashinfer', 'fa3'])
         p.add_argument('--sampling-backend', choices=['flashinfer', 'pytorch'])
-        for f in ('--disable-cuda-graph', '--disable-radix-cache', '--disable-custom-all-reduce'):
+        p.add_argument('--mem-fraction-static', type=float); p.add_argument('--max-total-tokens', type=int)
+        p.add_argument('--log-level')
+        for f in ('--disable-cuda-graph', '--disable-radix-cache', '--disable-custom-all-reduce', '--trust-remote-code'):
             p.add_argument(f, action='store_true')
 """,
 }
@@ -42,14 +42,8 @@ class ServerArgs:
 def good(tmp_path_factory, docker_client, uv_wheel, sm120_so):
     """The small target, built by sglbuild: verify must pass on it."""
     tmp = tmp_path_factory.mktemp("verify")
-    index = PackageIndex(tmp / "index")
-    populate_index(index, tmp, uv_wheel, sm120_so)
-    project = tmp / "project"
-    project.mkdir()
-    (project / "sglbuild.toml").write_text(small_profile(index.url, name="verifytest"))
-    for args in (("lock",), ("fetch",), ("build", "--quiet")):
-        r = run_cli(*args, cwd=project)
-        assert r.returncode == 0, r.stderr
+    project, index = small_project(tmp, uv_wheel, sm120_so, name="verifytest",
+                                   steps=(("lock",), ("fetch",), ("build", "--quiet")))
     yield {"project": project, "client": docker_client, "tmp": tmp}
     index.stop()
 
@@ -157,3 +151,37 @@ def test_cpu_only_torch_fails_gpu_code(good, tmp_path):
     c = check(report, "gpu-code")
     assert c["status"] == "fail" and "torch/lib/libtorch_cuda.so: no library with GPU code matches" in c["detail"]
     assert check(report, "pins")["status"] == "pass"  # the lock's own wheels are still as locked
+
+
+def test_serve_dry_run_prints_a_command_the_images_sglang_accepts(good):
+    client, project = good["client"], good["project"]
+    files = dict(FAKE_SGLANG)
+    copies = "".join(f"COPY {n} /opt/venv/lib/python3.11/site-packages/{n}\n" for n in files)
+    flags = json.dumps(["--host", "0.0.0.0", "--port", "8000", "--disable-cuda-graph", "--attention-backend", "torch_native"])
+    img = derive(client, "serve-ok", f"FROM {GOOD}\n{copies}LABEL io.sglbuild.serve-flags='{flags}'\n", files)
+    r = run_cli("serve", img, "--preset", "tinyllama", "--dry-run", cwd=project)
+    assert r.returncode == 0, r.stderr
+    cmd = r.stdout.strip()
+    assert cmd.startswith("docker run --rm --runtime nvidia --gpus all -p 30001:8000 -v ")
+    assert "/.cache/huggingface:/root/.cache/huggingface -e PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True --shm-size 8g" in cmd
+    assert cmd.endswith(f"--name sglang-tinyllama-1-1b-chat-v1-0 {img} --model-path TinyLlama/TinyLlama-1.1B-Chat-v1.0 "
+                        "--mem-fraction-static 0.15 --max-total-tokens 2048 --trust-remote-code --log-level info")
+    r = run_cli("serve", img, "--preset", "qwen2.5-3b", "--port", "31000", "--dry-run", cwd=project)
+    assert "-p 31000:8000" in r.stdout and "--shm-size 16g" in r.stdout and "--mem-fraction-static 0.25 --max-total-tokens 4096" in r.stdout
+    # Errors, one line each: no GPU here, a port in use, a missing model path, a missing image, rejected flags.
+    r = run_cli("serve", img, "--preset", "tinyllama", "--port", "31001", cwd=project)
+    assert r.returncode == 3 and "no NVIDIA runtime" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    import socket
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        s.listen()
+        r = run_cli("serve", img, "--preset", "tinyllama", "--port", str(s.getsockname()[1]), cwd=project)
+    assert r.returncode == 2 and "is in use" in r.stderr
+    r = run_cli("serve", img, "--model", "./no-such-model", "--dry-run", cwd=project)
+    assert r.returncode == 2 and "model path ./no-such-model does not exist" in r.stderr
+    r = run_cli("serve", f"{TEST_IMAGE}:nope", "--preset", "tinyllama", "--dry-run", cwd=project)
+    assert r.returncode == 2 and "no image" in r.stderr
+    bad = json.dumps(["--disable-flashinfer"])
+    img = derive(client, "serve-bad", f"FROM {GOOD}\n{copies}LABEL io.sglbuild.serve-flags='{bad}'\n", files)
+    r = run_cli("serve", img, "--preset", "tinyllama", "--dry-run", cwd=project)
+    assert r.returncode == 1 and "rejects the server flags" in r.stderr and "--disable-flashinfer" in r.stderr

@@ -1,0 +1,116 @@
+"""Reproducible images on the real engine: from-scratch rebuilds, a nondeterministic step, diff, inspect."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from conftest import TEST_IMAGE, small_project
+from support import run_cli
+
+pytestmark = pytest.mark.engine
+STAMP = 'post_install = ["date +%s%N > /etc/build-stamp"]'
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, docker_client, uv_wheel, sm120_so):
+    project, index = small_project(tmp_path_factory.mktemp("repro"), uv_wheel, sm120_so, name="reprotest")
+    yield {"project": project, "index": index, "client": docker_client}
+    index.stop()
+
+
+def build(project: Path, *args: str) -> dict:
+    r = run_cli("build", "--json", *args, cwd=project)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_offline_rebuild_from_scratch_gives_the_same_image_id(env):
+    """Build; stop the package index; rebuild base and every stage with no cache: same ID, same layers."""
+    project = env["project"]
+    first = build(project)
+    env["index"].stop()
+    second = build(project, "--no-cache")
+    assert set(s["status"] for s in second["stages"]) == {"built"}
+    assert second["image_id"] == first["image_id"]
+    assert second["layers"] == first["layers"]
+    image = env["client"].images.get(f"{TEST_IMAGE}:reprotest")
+    assert image.id == first["image_id"]
+    assert image.attrs["Created"].startswith("2025-09-18T00:00:00")
+
+
+def test_inspect_gives_back_the_lock_and_the_sbom(env, tmp_path):
+    project = env["project"]
+    r = run_cli("inspect", f"{TEST_IMAGE}:reprotest", "--write-lock", str(tmp_path / "lock.json"),
+                "--write-sbom", str(tmp_path / "sbom.json"), cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert "target    reprotest" in r.stdout and "lock      sha256:" in r.stdout
+    assert (tmp_path / "lock.json").read_text() == (project / "locks" / "reprotest.lock.json").read_text()
+    sbom = json.loads((tmp_path / "sbom.json").read_text())
+    assert sbom["bomFormat"] == "CycloneDX"
+    purls = {c["purl"]: c for c in sbom["components"]}
+    assert any(p.startswith("pkg:deb/debian/libc6@") for p in purls)
+    app = next(c for p, c in purls.items() if p.startswith("pkg:pypi/sgltest-app@"))
+    lock = json.loads((tmp_path / "lock.json").read_text())
+    assert app["hashes"][0]["content"] == next(w["sha256"] for w in lock["wheels"] if w["name"] == "sgltest-app")
+    assert (project / "out" / "reprotest.cdx.json").read_text() == (tmp_path / "sbom.json").read_text()
+
+
+def test_nondeterministic_step_is_caught_and_named(env):
+    """Two from-scratch builds: every layer identical but the final one, where the report names the file."""
+    project = env["project"]
+    profile = project / "sglbuild.toml"
+    good = profile.read_text()
+    profile.write_text(good.replace('gpu_arch = "sm_120"', f'gpu_arch = "sm_120"\n{STAMP}', 1))
+    try:
+        r = run_cli("build", "--check-reproducible", "--json", cwd=project)
+        assert r.returncode == 1, r.stderr
+        report = json.loads(r.stdout)
+        assert "not reproducible" in r.stderr.strip().splitlines()[-1]
+        assert report["identical"] is False
+        layers = report["layers"]
+        assert [layer["stage"] for layer in layers if not layer["identical"]] == ["final"]
+        assert [layer["stage"] for layer in layers if layer["identical"]] == ["base", "system", "torch", "kernel", "app"]
+        final = next(layer for layer in layers if not layer["identical"])
+        assert [(f["path"], f["how"]) for f in final["files"]] == [("/etc/build-stamp", ["content"])]
+    finally:
+        profile.write_text(good)
+    leftovers = [t for i in env["client"].images.list() for t in i.tags if t.startswith("sglbuild-repro/")]
+    assert leftovers == []
+
+
+def derive(client, tag: str, dockerfile: str) -> str:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = dockerfile.encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    client.images.build(fileobj=buf, custom_context=True, tag=f"{TEST_IMAGE}:{tag}", rm=True, nocache=True, network_mode="none")
+    return f"{TEST_IMAGE}:{tag}"
+
+
+def test_diff_names_the_one_file_that_differs(env):
+    client, project = env["client"], env["project"]
+    base = f"{TEST_IMAGE}:reprotest"
+    a = derive(client, "diff-a", f"FROM {base}\nRUN echo one > /etc/motd.d && echo same > /etc/same\n")
+    b = derive(client, "diff-b", f"FROM {base}\nRUN echo two > /etc/motd.d && echo same > /etc/same\n")
+    r = run_cli("diff", a, b, "--json", cwd=project)
+    assert r.returncode == 1
+    layers = json.loads(r.stdout)
+    changed = [layer for layer in layers if not layer["identical"]]
+    assert len(changed) == 1 and len(layers) == len(client.images.get(base).attrs["RootFS"]["Layers"]) + 1
+    files = {f["path"]: f["how"] for f in changed[0]["files"]}
+    assert files["/etc/motd.d"][0] == "content" and "/etc/same" not in files or files["/etc/same"] == ["mtime"]
+    # Same content written at another time: only timestamps differ; --semantic calls them the same.
+    c = derive(client, "diff-c", f"FROM {base}\nRUN sleep 1.1; echo one > /etc/motd.d && echo same > /etc/same\n")
+    r = run_cli("diff", a, c, cwd=project)
+    assert r.returncode == 1 and "/etc/motd.d: mtime" in r.stdout
+    r = run_cli("diff", a, c, "--semantic", cwd=project)
+    assert r.returncode == 0, r.stdout
+    assert "same files, other timestamps" in r.stdout
