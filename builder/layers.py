@@ -15,7 +15,7 @@ from typing import BinaryIO, Iterator
 import docker
 
 from .engine import find_image
-from .errors import EngineError, InputError
+from .errors import InputError
 
 _CHUNK = 1 << 20
 
@@ -79,22 +79,17 @@ class _StreamReader:
         return out
 
 
-def layer_files(client: docker.DockerClient, image: str, wanted: set[int]) -> dict[int, dict[str, Entry]]:
-    """{layer index: {path: Entry}} for the layers of IMAGE whose index is in WANTED.
+def layer_files(client: docker.DockerClient, image: str, wanted: set[str]) -> dict[str, dict[str, Entry]]:
+    """{diff ID: {path: Entry}} for the layers of IMAGE whose diff ID is in WANTED.
 
-    The export lists layers base first; the others are skipped without being parsed, and
-    each parsed layer's sha256 is checked against the image's diff ID for that index.
+    The export names layers by their legacy IDs, in no useful order, so every layer is
+    read and hashed on the way; only the wanted ones are kept.
     """
-    diff_ids = client.images.get(image).attrs["RootFS"]["Layers"]
     outer = tarfile.open(fileobj=_StreamReader(client.api.get_image(image, chunk_size=_CHUNK)), mode="r|")
-    found: dict[int, dict[str, Entry]] = {}
-    index = -1
+    found: dict[str, dict[str, Entry]] = {}
     for member in outer:
         if not member.name.endswith("layer.tar") or not member.isfile():
             continue
-        index += 1
-        if index not in wanted:
-            continue  # tarfile skips the rest of this member's bytes
         reader = _HashingReader(outer.extractfile(member))
         entries: dict[str, Entry] = {}
         with tarfile.open(fileobj=reader, mode="r|") as layer:
@@ -108,9 +103,9 @@ def layer_files(client: docker.DockerClient, image: str, wanted: set[int]) -> di
                     digest = h.hexdigest()
                 kind = "file" if f.isfile() else "dir" if f.isdir() else "symlink" if f.issym() else "hardlink" if f.islnk() else "other"
                 entries["/" + f.name.lstrip("./")] = Entry(kind, digest, f.mode, f"{f.uid}:{f.gid}", int(f.mtime), f.linkname)
-        if reader.drain() != diff_ids[index]:
-            raise EngineError(f"{image}: the export's layer {index} is not the image's layer {index} (unexpected export order)")
-        found[index] = entries
+        diff_id = reader.drain()
+        if diff_id in wanted:
+            found[diff_id] = entries
     return found
 
 
@@ -159,10 +154,10 @@ def diff_images(client: docker.DockerClient, image_a: str, image_b: str, semanti
     diffs = [LayerDiff(i, names[i], la[i] if i < len(la) else None, lb[i] if i < len(lb) else None) for i in range(n)]
     changed = [d for d in diffs if not d.identical]
     if changed:
-        files_a = layer_files(client, images[0].id, {d.index for d in changed if d.a})
-        files_b = layer_files(client, images[1].id, {d.index for d in changed if d.b})
+        files_a = layer_files(client, images[0].id, {d.a for d in changed if d.a})
+        files_b = layer_files(client, images[1].id, {d.b for d in changed if d.b})
         for d in changed:
-            d.files = compare_entries(files_a.get(d.index, {}), files_b.get(d.index, {}), semantic)
+            d.files = compare_entries(files_a.get(d.a, {}) if d.a else {}, files_b.get(d.b, {}) if d.b else {}, semantic)
     return diffs
 
 
