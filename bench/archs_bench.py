@@ -51,6 +51,7 @@ def main() -> None:
         with zipfile.ZipFile(ROOT / "wheels" / torch.filename) as zf:
             zf.extract("torch/lib/libtorch_cuda.so", tmp)
         so = Path(tmp, "torch/lib/libtorch_cuda.so")
+        size = so.stat().st_size
         ours_s, ours_mb, ours_out = timed([sys.executable, "-m", "builder.cli", "archs", "--json", str(so)], cwd=ROOT)
         theirs_s, theirs_mb, theirs_out = timed([cuobjdump(), "--list-elf", str(so)])
     ours = {a.rstrip("f") for a in json.loads(ours_out)[0]["sass"]}
@@ -58,7 +59,7 @@ def main() -> None:
     image = target.human_tag
     verify_s, _, _ = timed([sys.executable, "-m", "builder.cli", "verify", image, "--gpu", "off"], cwd=ROOT)
 
-    print(f"\nlibtorch_cuda.so ({so.stat().st_size / 1e9:.2f} GB) from torch {torch.version}")
+    print(f"\nlibtorch_cuda.so ({size / 1e9:.2f} GB) from torch {torch.version}")
     print(f"{'':28} {'sglbuild archs':>15} {'cuobjdump':>12} {'ratio':>8}  target")
     print(f"{'time':28} {ours_s:14.2f}s {theirs_s:11.2f}s {theirs_s / ours_s:7.1f}x  >= 10x faster")
     print(f"{'peak memory (max RSS)':28} {ours_mb:13d}MB {theirs_mb:10d}MB {'':>8}  <= 200 MB")

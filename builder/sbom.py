@@ -21,7 +21,18 @@ from .lock import Lock
 from .profile import Target
 
 
+_CACHE: dict[tuple[Target, str], str] = {}
+
+
 def sbom_json(target: Target, lock: Lock) -> str:
+    """The SBOM text (memoized: the build renders it into every stage key and serves it)."""
+    key = (target, lock.digest)
+    if key not in _CACHE:
+        _CACHE[key] = _sbom_json(target, lock)
+    return _CACHE[key]
+
+
+def _sbom_json(target: Target, lock: Lock) -> str:
     bom = Bom(serial_number=uuid.uuid5(uuid.NAMESPACE_URL, f"sglbuild:{target.name}:{lock.digest}"))
     bom.metadata.timestamp = datetime.fromtimestamp(target.base.source_date_epoch, tz=timezone.utc)
     bom.metadata.component = Component(
