@@ -12,32 +12,14 @@ from typing import Any, Callable
 import click
 
 from . import __version__
-from .archs import scan as scan_archs
-from .base import base_ref
-from .build import build as run_build
-from .engine import connect, git_revision
 from .errors import CheckFailed, InputError, Interrupted, LockError, SglbuildError
-from .fatbin import verdict as gpu_verdict
-from .inspect import inspect_image
-from .layers import diff_images, diff_text
 from .lock import check_lock, lock_changes, lock_path, read_lock, write_lock
 from .profile import DEFAULT_PROFILE, Profile, load_profile
-from .registry import promote as promote_image
-from .registry import push as push_image
-from .registry import record_verified
-from .render import render as render_dockerfile
-from .render import stage_specs
-from .repro import check_reproducible as run_repro_check
-from .repro import repro_text
-from .resolve import resolve
-from .serve import PRESETS, check_flags, dry_run_text, port_free, require_gpu
-from .serve import plan as serve_plan
-from .serve import start as start_server
-from .serve import wait_healthy
+from .serve import PRESETS
 from .ui import Reporter
-from .verify import VerifyFailed
-from .verify import verify as run_verify
-from .wheelhouse import fetch as run_fetch
+
+# Each command imports the steps it runs: `sglbuild archs FILE` should not pay for docker-py,
+# and `sglbuild lock --check` not for the SBOM library.
 
 def _fail(message: str, code: int) -> None:
     click.echo(f"sglbuild: error: {message}", err=True)
@@ -99,6 +81,8 @@ def lock(ctx: Context, target: str | None, check: bool, update: bool) -> None:
     newest the profile allows (newest nightly of a channel, newest release in a range)
     and prints what changed. A failed resolution leaves the old lock untouched.
     """
+    from .resolve import resolve
+
     t = ctx.profile.target(target)
     if check:
         lk = check_lock(ctx.profile, t)
@@ -130,6 +114,8 @@ def lock(ctx: Context, target: str | None, check: bool, update: bool) -> None:
 @handled
 def fetch(ctx: Context, target: str | None, jobs: int, quiet: bool) -> None:
     """Fill the wheelhouse from TARGET's lock (parallel, resumable, sha256-verified)."""
+    from .wheelhouse import fetch as run_fetch
+
     t = ctx.profile.target(target)
     lk = check_lock(ctx.profile, t)
     result = run_fetch(lk, ctx.wheelhouse, Reporter(quiet=quiet), jobs=jobs)
@@ -144,6 +130,11 @@ def fetch(ctx: Context, target: str | None, jobs: int, quiet: bool) -> None:
 @handled
 def render(ctx: Context, target: str | None, output: str | None) -> None:
     """Render TARGET's multi-stage Dockerfile from the profile and its lock."""
+    from .base import base_ref
+    from .engine import git_revision
+    from .render import render as render_dockerfile
+    from .render import stage_specs
+
     t = ctx.profile.target(target)
     lk = check_lock(ctx.profile, t)
     text = render_dockerfile(t, lk, stage_specs(t, lk, base_ref(t, lk)), git_revision(ctx.profile.root))
@@ -166,6 +157,11 @@ def render(ctx: Context, target: str | None, output: str | None) -> None:
 def build(ctx: Context, target: str | None, quiet: bool, json_mode: bool, verbose: bool, no_cache: bool,
           check_reproducible: bool) -> None:
     """Build TARGET's stages (reusing unchanged ones), verify the image, then tag it."""
+    from .build import build as run_build
+    from .engine import connect
+    from .repro import check_reproducible as run_repro_check
+    from .repro import repro_text
+
     t = ctx.profile.target(target)
     lk = check_lock(ctx.profile, t)
     client = connect()
@@ -189,6 +185,10 @@ def build(ctx: Context, target: str | None, quiet: bool, json_mode: bool, verbos
 @handled
 def archs(paths: tuple[str, ...], target_arch: str | None, json_mode: bool) -> None:
     """List the SASS and PTX architectures in .so files, wheels, trees or docker://IMAGE."""
+    from .archs import scan as scan_archs
+    from .engine import connect
+    from .fatbin import verdict as gpu_verdict
+
     codes = scan_archs(list(paths), connect)
     rows = [{**c.to_dict(), **({"verdict": gpu_verdict(c, target_arch)} if target_arch else {})} for c in codes]
     if json_mode:
@@ -216,6 +216,11 @@ def archs(paths: tuple[str, ...], target_arch: str | None, json_mode: bool) -> N
 @handled
 def verify(ctx: Context, image: str, target_arch: str | None, gpu: str, model: str | None, fmt: str, output: str | None) -> None:
     """Check that IMAGE can serve on its GPU architecture (static checks; GPU checks when a GPU is there)."""
+    from .engine import connect
+    from .registry import record_verified
+    from .verify import VerifyFailed
+    from .verify import verify as run_verify
+
     client = connect()
     report = run_verify(client, image, target_arch=target_arch, gpu=gpu, model=model, repo_lock=_repo_lock(ctx, client, image))
     text = {"text": report.text, "junit": report.junit, "json": lambda: json.dumps(report.to_dict(), indent=2) + "\n"}[fmt]()
@@ -236,6 +241,9 @@ def verify(ctx: Context, image: str, target_arch: str | None, gpu: str, model: s
 @handled
 def diff(image_a: str, image_b: str, semantic: bool, json_mode: bool) -> None:
     """Compare two images layer by layer and file by file."""
+    from .engine import connect
+    from .layers import diff_images, diff_text
+
     diffs = diff_images(connect(), image_a, image_b, semantic)
     if json_mode:
         click.echo(json.dumps([{**asdict(d), "identical": d.identical} for d in diffs], indent=2))
@@ -252,6 +260,9 @@ def diff(image_a: str, image_b: str, semantic: bool, json_mode: bool) -> None:
 @handled
 def inspect(image: str, write_lock: str | None, write_sbom: str | None) -> None:
     """Say how IMAGE was built; write its lock (to rebuild it) or SBOM back out."""
+    from .engine import connect
+    from .inspect import inspect_image
+
     info = inspect_image(connect(), image)
     click.echo(info.text(), nl=False)
     for path, member in ((write_lock, "lock.json"), (write_sbom, "sbom.cdx.json")):
@@ -267,6 +278,9 @@ def inspect(image: str, write_lock: str | None, write_sbom: str | None) -> None:
 @handled
 def push(image: str, repo: str, force: bool) -> None:
     """Push IMAGE to REPO; print (and record) REPO@sha256:DIGEST."""
+    from .engine import connect
+    from .registry import push as push_image
+
     result = push_image(connect(), image, repo, force)
     click.echo(f"pushed {result['tag']}", err=True)
     click.echo(result["ref"])
@@ -279,6 +293,9 @@ def push(image: str, repo: str, force: bool) -> None:
 @handled
 def promote(ref: str, tag: str, require_gpu: bool) -> None:
     """Move REPO:TAG in the registry to REF (REPO@sha256:...), once REF has passed verify."""
+    from .engine import connect
+    from .registry import promote as promote_image
+
     result = promote_image(connect(), ref, tag, require_gpu)
     click.echo(f"{result['tag']} -> {result['ref']}")
 
@@ -293,6 +310,12 @@ def promote(ref: str, tag: str, require_gpu: bool) -> None:
 @handled
 def serve(ctx: Context, image_or_target: str | None, model: str | None, preset: str | None, port: int | None, dry_run: bool) -> None:
     """Serve a model from an image (or a target's image) with flags its SGLang accepts."""
+    from .engine import connect
+    from .serve import check_flags, dry_run_text, port_free, require_gpu
+    from .serve import plan as serve_plan
+    from .serve import start as start_server
+    from .serve import wait_healthy
+
     image = image_or_target
     if image is None or image in _target_names(ctx):
         image = ctx.profile.target(image).human_tag

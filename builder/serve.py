@@ -15,13 +15,12 @@ import socket
 import time
 import urllib.request
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import docker
-from docker.types import DeviceRequest
-
-from .archs import run_probe
-from .engine import find_image
 from .errors import CheckFailed, EnvironmentProblem, InputError
+
+if TYPE_CHECKING:  # docker-py loads only when a command talks to the engine
+    import docker
 
 HF_CACHE = "~/.cache/huggingface"
 ALLOC_CONF = "expandable_segments:True"
@@ -87,6 +86,9 @@ def plan(image: str, model: str | None, preset: str | None, port: int | None) ->
 
 def check_flags(client: docker.DockerClient, image: str, extra: tuple[str, ...]) -> list[str]:
     """Parse the image's default flags plus EXTRA with the image's own SGLang; return the full list."""
+    from .archs import run_probe
+    from .engine import find_image
+
     found = find_image(client, image)
     if found is None:
         raise InputError(f"no image {image!r} on this engine", "build it (sglbuild build) or pull it")
@@ -108,6 +110,8 @@ def port_free(port: int) -> bool:
 
 
 def start(client: docker.DockerClient, p: Plan, detach_name: bool = True):
+    from docker.types import DeviceRequest
+
     volumes = {os.path.expanduser(HF_CACHE): {"bind": "/root/.cache/huggingface", "mode": "rw"}}
     if p.model_dir:
         volumes[p.model_dir] = {"bind": "/model", "mode": "ro"}
