@@ -25,9 +25,10 @@ image: $(BIN)/sglbuild host
 test: $(BIN)/sglbuild host
 	$(BIN)/pytest -q
 
-## bench: sglbuild against the naive build of the same pins (needs ~40 GB free disk)
+## bench: sglbuild against the naive build of the same pins, and the reproducible build against a plain one (needs ~40 GB free disk)
 bench: $(BIN)/sglbuild host
 	$(BIN)/python bench/build_bench.py
+	$(BIN)/python bench/repro_bench.py
 	$(BIN)/python bench/archs_bench.py
 
 ## pipeline: build -> verify -> push by digest -> pull -> verify -> tag, against REPO (e.g. 127.0.0.1:5000/sglang)

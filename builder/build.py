@@ -67,6 +67,8 @@ class BuildResult:
     stages: list[StageResult] = field(default_factory=list)
     smoke: list[dict] = field(default_factory=list)
     verify: dict = field(default_factory=dict)
+    base_seconds: float = 0.0
+    normalize_seconds: float = 0.0
     seconds: float = 0.0
 
 
@@ -74,12 +76,13 @@ class BuildResult:
 STAGE_REPO = "sglbuild/stage"
 
 
-def plan(target: Target, lock: Lock, base: str, revision: str, repo: str | None = None) -> list[PlannedStage]:
+def plan(target: Target, lock: Lock, base: str, revision: str, repo: str | None = None,
+         reproducible: bool = True) -> list[PlannedStage]:
     stages: list[PlannedStage] = []
     parent = base
     for spec in stage_specs(target, lock, base):
         single = replace(spec, parent=parent)
-        text = render(target, lock, [single], revision)
+        text = render(target, lock, [single], revision, reproducible=reproducible)
         key = hashlib.sha256(text.encode()).hexdigest()
         stages.append(PlannedStage(single, text, key, f"{repo or STAGE_REPO}:{spec.name}-{key[:16]}"))
         parent = stages[-1].tag
@@ -88,21 +91,26 @@ def plan(target: Target, lock: Lock, base: str, revision: str, repo: str | None 
 
 def build(profile: Profile, target: Target, lock: Lock, wheelhouse: Path, reporter: Reporter,
           client: docker.DockerClient, verbose: bool = False, *, fresh: bool = False, publish: bool = True,
-          repo: str | None = None) -> BuildResult:
+          repo: str | None = None, reproducible: bool = True) -> BuildResult:
     """base -> stages -> normalize -> (publish: smoke + verify -> tags).
 
     ``fresh`` ignores every existing stage, base and engine cache (a from-scratch build);
-    ``publish`` False builds without moving any tag outside ``repo``.
+    ``publish`` False builds without moving any tag outside ``repo``. ``reproducible``
+    False is the benchmark's plain build: no pinned times, parallel installs, no
+    normalized config; such an image is never published.
     """
+    if not reproducible and (publish or not repo):
+        raise ValueError("a plain (non-reproducible) build needs its own repo and is never published")
     started = time.monotonic()
     result = BuildResult(target=target.name, lock_digest=f"sha256:{lock.digest}")
     verify_wheelhouse(lock, wheelhouse)
 
     t0 = time.monotonic()
     result.base, built = ensure_base(client, target, lock, ref=f"{repo}:base" if repo else None, fresh=fresh)
-    reporter.step("base", "built" if built else "reused", f"{time.monotonic() - t0:5.1f} s  {result.base}")
+    result.base_seconds = time.monotonic() - t0
+    reporter.step("base", "built" if built else "reused", f"{result.base_seconds:5.1f} s  {result.base}")
 
-    stages = plan(target, lock, result.base, git_revision(profile.root), repo)
+    stages = plan(target, lock, result.base, git_revision(profile.root), repo, reproducible)
     todo = stages if fresh else [s for s in stages if find_image(client, s.tag) is None]
     if todo:
         _check_disk(client, lock, wheelhouse, todo)
@@ -116,10 +124,14 @@ def build(profile: Profile, target: Target, lock: Lock, wheelhouse: Path, report
             result.stages.append(_stage(client, stage, False, "", "", reporter, verbose, fresh))
 
     t0 = time.monotonic()
-    result.image_id = normalize(client, result.stages[-1].image_id, _layer_stages(client, result), target.base.source_date_epoch)
+    result.image_id = result.stages[-1].image_id
+    if reproducible:
+        result.image_id = normalize(client, result.image_id, _layer_stages(client, result), target.base.source_date_epoch)
     image = client.images.get(result.image_id)
     result.size, result.layers = int(image.attrs.get("Size", 0)), list(image.attrs["RootFS"]["Layers"])
-    reporter.step("normalize", "done", f"{time.monotonic() - t0:5.1f} s  {result.image_id[:19]} ({len(result.layers)} layers)")
+    result.normalize_seconds = time.monotonic() - t0
+    reporter.step("normalize", "done" if reproducible else "skipped",
+                  f"{result.normalize_seconds:5.1f} s  {result.image_id[:19]} ({len(result.layers)} layers)")
     result.immutable_tag = f"{repo}:final" if repo else f"{target.human_tag}-{stages[-1].key[:12]}"
     tag_image(client, image.id, result.immutable_tag)
     if publish:

@@ -81,7 +81,9 @@ def _environment(template_dir: Path) -> jinja2.Environment:
     )
 
 
-def render(target: Target, lock: Lock, stages: list[StageSpec], revision: str, template_dir: Path = TEMPLATES) -> str:
+def render(target: Target, lock: Lock, stages: list[StageSpec], revision: str, template_dir: Path = TEMPLATES,
+           *, reproducible: bool = True) -> str:
+    """The Dockerfile; ``reproducible`` False leaves out the steps that pin times and install order."""
     try:
         template = _environment(template_dir).get_template("Dockerfile.j2")
         text = template.render(
@@ -95,6 +97,7 @@ def render(target: Target, lock: Lock, stages: list[StageSpec], revision: str, t
             lock_sha256=hashlib.sha256(lock.to_json().encode()).hexdigest(),
             sbom_sha256=hashlib.sha256(sbom_json(target, lock).encode()).hexdigest(),
             post_install=list(target.post_install),
+            reproducible=reproducible,
         )
     except jinja2.TemplateNotFound as exc:
         raise InputError(f"template {exc.name} not found in {template_dir}") from None

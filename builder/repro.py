@@ -37,10 +37,10 @@ def check_reproducible(profile: Profile, target: Target, lock: Lock, wheelhouse:
             "layers": [{**asdict(d), "identical": d.identical} for d in diffs],
         }
     finally:
-        _remove_tags(client, repos)
+        remove_tags(client, repos)
 
 
-def _remove_tags(client: docker.DockerClient, repos: list[str]) -> None:
+def remove_tags(client: docker.DockerClient, repos: list[str]) -> None:
     """Untag what the check made; children first (a stage image is its successor's parent)."""
     tags = [t for image in client.images.list() for t in image.tags if t.startswith(tuple(r + ":" for r in repos))]
     for _ in range(10):

@@ -81,6 +81,18 @@ def test_render_pins_every_wheel_by_hash_and_never_copies_wheels(profile):
     assert "org.opencontainers.image.created=\"2025-09-18T00:00:00Z\"" in text
 
 
+def test_plain_render_drops_only_the_reproducibility_steps(profile):
+    t = profile.target(None)
+    lock = fixture_lock(t)
+    specs = stage_specs(t, lock, "sglbuild/base:x")
+    ours, plain = render(t, lock, specs, "r"), render(t, lock, specs, "r", reproducible=False)
+    assert ours.count('touch -h -d "@$SOURCE_DATE_EPOCH"') == len(specs) and "UV_CONCURRENT_INSTALLS=1" in ours
+    assert "SOURCE_DATE_EPOCH" not in plain and "UV_CONCURRENT_INSTALLS" not in plain
+    pins = [ln for ln in ours.splitlines() if "--hash=sha256:" in ln]
+    assert pins and pins == [ln for ln in plain.splitlines() if "--hash=sha256:" in ln]
+    assert plan(t, lock, "b", "r")[0].key != plan(t, lock, "b", "r", reproducible=False)[0].key
+
+
 def test_template_with_an_undefined_variable_fails_loudly(profile, tmp_path):
     t = profile.target(None)
     (tmp_path / "tpl").mkdir()

@@ -43,6 +43,37 @@ def test_offline_rebuild_from_scratch_gives_the_same_image_id(env):
     assert image.attrs["Created"].startswith("2025-09-18T00:00:00")
 
 
+def test_plain_build_differs_only_in_what_the_measures_pin(env):
+    """The benchmark's plain build: the same files as the reproducible image, other times, another ID."""
+    from builder.build import build as run_build
+    from builder.layers import diff_images
+    from builder.lock import check_lock
+    from builder.profile import load_profile
+    from builder.repro import remove_tags
+    from builder.ui import Reporter
+
+    client, project = env["client"], env["project"]
+    profile = load_profile(project / "sglbuild.toml")
+    target = profile.target(None)
+    repo = "sglbuild-test/plain"
+    try:
+        plain = run_build(profile, target, check_lock(profile, target), project / "wheels", Reporter(quiet=True),
+                          client, publish=False, repo=repo, reproducible=False)
+        ours = client.images.get(f"{TEST_IMAGE}:reprotest")
+        assert plain.image_id != ours.id and plain.layers != ours.attrs["RootFS"]["Layers"]
+        assert not client.images.get(plain.image_id).attrs["Created"].startswith("2025-09-18")
+        diffs = diff_images(client, ours.id, plain.image_id)
+        assert [d.stage for d in diffs if d.identical] == ["base"]  # the base is the same bootstrap
+        assert all(d.files for d in diffs[1:])
+        odd = [(d.stage, f["path"], f["how"]) for d in diffs[1:] for f in d.files
+               if f["how"] != ["mtime"] and not f["path"].endswith(".pyc")]
+        # The reproducible build sets /etc's time in every step (the engine made it for the step's container).
+        assert odd == [(d.stage, "/etc", ["presence"]) for d in diffs[1:]]
+    finally:
+        remove_tags(client, [repo])
+    assert not [t for i in client.images.list() for t in i.tags if t.startswith(repo + ":")]
+
+
 def test_inspect_gives_back_the_lock_and_the_sbom(env, tmp_path):
     project = env["project"]
     r = run_cli("inspect", f"{TEST_IMAGE}:reprotest", "--write-lock", str(tmp_path / "lock.json"),
