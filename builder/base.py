@@ -69,7 +69,7 @@ def ensure_base(client: docker.DockerClient, target: Target, lock: Lock, *, ref:
     except BaseException:
         client.images.remove(image_id, force=True)
         raise
-    tag_image(client, image_id, ref)
+    tag_image(client, image_id, ref, drop_replaced=True)
     return ref, True
 
 

@@ -180,7 +180,7 @@ def _stage(client: docker.DockerClient, stage: PlannedStage, needed: bool, netwo
         return StageResult(name, stage.tag, image.id, "reused", 0.0)
     reporter.step(name, "building", stage.tag)
     image_id = _docker_build(client, stage, network, wheel_url, reporter, verbose, nocache)
-    tag_image(client, image_id, stage.tag)  # only a finished image gets the stage's tag
+    tag_image(client, image_id, stage.tag, drop_replaced=True)  # only a finished image gets the stage's tag
     seconds = time.monotonic() - t0
     reporter.step(name, "built", f"{seconds:5.1f} s  {stage.tag}")
     return StageResult(name, stage.tag, image_id, "built", seconds)

@@ -46,9 +46,21 @@ def split_ref(ref: str) -> tuple[str, str]:
     return repo, tag
 
 
-def tag_image(client: docker.DockerClient, image_id: str, ref: str) -> None:
+def tag_image(client: docker.DockerClient, image_id: str, ref: str, *, drop_replaced: bool = False) -> None:
+    """Point REF at IMAGE_ID. ``drop_replaced``: remove the image REF pointed at before if
+    that left it untagged and sglbuild made it (a --no-cache rebuild would leave it dangling)."""
+    previous = find_image(client, ref) if drop_replaced else None
     repo, tag = split_ref(ref)
     client.api.tag(image_id, repo, tag, force=True)
+    if previous is None or previous.id == image_id:
+        return
+    try:
+        previous.reload()
+        if not previous.tags and previous.labels.get(LABEL_MANAGED):
+            # Refused while a child image still uses it; the last stage's removal takes its untagged parents.
+            client.images.remove(previous.id)
+    except docker.errors.APIError:
+        pass
 
 
 def build_network(client: docker.DockerClient) -> tuple[str, str]:

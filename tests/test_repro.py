@@ -34,7 +34,11 @@ def test_offline_rebuild_from_scratch_gives_the_same_image_id(env):
     project = env["project"]
     first = build(project)
     env["index"].stop()
+    dangling = {"dangling": True, "label": "io.sglbuild.managed"}
+    before = {i.id for i in env["client"].images.list(filters=dangling)}
     second = build(project, "--no-cache")
+    # The stage images the rebuild replaced are gone, not left dangling.
+    assert {i.id for i in env["client"].images.list(filters=dangling)} == before
     assert set(s["status"] for s in second["stages"]) == {"built"}
     assert second["image_id"] == first["image_id"]
     assert second["layers"] == first["layers"]
