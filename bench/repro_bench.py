@@ -60,7 +60,7 @@ def main() -> None:
     for name, a, b in rows:
         goal = "<= 1.3" if name in ("whole build from scratch", "stages + normalize") else ""
         ratio = f"{a / b:7.2f}" if b > 0.05 else f"{'-':>7}"
-        print(f"{name:30} {a:11.1f} s {b:7.1f} s {ratio}  {goal}")
+        print(f"{name:30} {a:11.2f} s {b:7.2f} s {ratio}  {goal}")
     print(f"{'image ID':30} {ours.image_id[7:19]:>13} {plain.image_id[7:19]:>9}")
     out = ROOT / "out"
     out.mkdir(exist_ok=True)

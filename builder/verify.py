@@ -225,7 +225,7 @@ def _check_environment(report: Report, data: dict) -> None:
     if pipc["exit_code"] != 0:
         problems.append(f"pip check: {pipc['output'].splitlines()[0] if pipc['output'] else 'failed'}")
     for mod in ("torch", "sglang"):
-        if mod in data["dists"] or (mod == "torch" and "torch" in data["dists"]):
+        if mod in data["dists"]:
             r = data[mod]
             if not r["ok"]:
                 problems.append(f"import {mod}: {r['error']}")
