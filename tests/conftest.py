@@ -144,11 +144,16 @@ def populate_index(index: PackageIndex, tmp: Path, uv_wheel: Path, sm120_so: byt
     for v in ("1.0", "1.1"):
         index.add(make_wheel(src, "sgltest-app", v, requires=["sgltest-torch==2.9.1", "sgltest-kernel==0.3.21",
                                                                'sgltest-windows-only; sys_platform == "win32"']))
+    # Two wheels that ship the same module with different contents (as flashinfer-python and
+    # torch-c-dlpack-ext both ship build_backend.py): the one later in the lock must win.
+    for who in ("a", "b"):
+        index.add(make_wheel(src, f"sgltest-clash-{who}", "1.0", files={
+            f"sgltest_clash_{who}/__init__.py": b"", "sgltest_clash.py": f"WHO = {who!r}\n".encode()}))
     index.add(uv_wheel)
 
 
 def small_project(tmp: Path, uv_wheel: Path, sm120_so: bytes | None, name: str = "smalltest",
-                  steps: tuple[tuple[str, ...], ...] = (("lock",), ("fetch",))) -> tuple[Path, PackageIndex]:
+                  steps: tuple[tuple[str, ...], ...] = (("lock",), ("fetch",)), extra: str = "") -> tuple[Path, PackageIndex]:
     """A project directory for the small target, its index on loopback, and STEPS run on it."""
     from support import run_cli
 
@@ -156,7 +161,7 @@ def small_project(tmp: Path, uv_wheel: Path, sm120_so: bytes | None, name: str =
     populate_index(index, tmp, uv_wheel, sm120_so)
     project = tmp / "project"
     project.mkdir()
-    (project / "sglbuild.toml").write_text(small_profile(index.url, name=name))
+    (project / "sglbuild.toml").write_text(small_profile(index.url, name=name, extra=extra))
     for args in steps:
         r = run_cli(*args, cwd=project)
         assert r.returncode == 0, r.stderr
