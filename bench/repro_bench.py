@@ -1,8 +1,9 @@
 """The reproducible build against the plain build of the same target, in one run, side by side.
 
 "Plain" is the same pipeline and the same stages without the reproducibility measures:
-no step ends by setting the times of what it touched to SOURCE_DATE_EPOCH, uv installs
-in parallel, and the image keeps the engine's own config (no normalize step). Both
+no SOURCE_DATE_EPOCH, no step ends by setting the times of what it touched, no second
+install of wheels whose files clash, and the image keeps the engine's own config (no
+normalize step). Both
 builds are from scratch: each bootstraps its base and ignores every stage image and the
 engine's build cache. Each tags only into its own namespace, removed after it is timed.
 The reproducible build runs first, so any warming (page cache, engine) favours the plain one.

@@ -96,8 +96,8 @@ def build(profile: Profile, target: Target, lock: Lock, wheelhouse: Path, report
 
     ``fresh`` ignores every existing stage, base and engine cache (a from-scratch build);
     ``publish`` False builds without moving any tag outside ``repo``. ``reproducible``
-    False is the benchmark's plain build: no pinned times, parallel installs, no
-    normalized config; such an image is never published.
+    False is the benchmark's plain build: no pinned times, no clashing-files fix-up,
+    no normalized config; such an image is never published.
     """
     if not reproducible and (publish or not repo):
         raise ValueError("a plain (non-reproducible) build needs its own repo and is never published")

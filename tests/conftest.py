@@ -145,10 +145,12 @@ def populate_index(index: PackageIndex, tmp: Path, uv_wheel: Path, sm120_so: byt
         index.add(make_wheel(src, "sgltest-app", v, requires=["sgltest-torch==2.9.1", "sgltest-kernel==0.3.21",
                                                                'sgltest-windows-only; sys_platform == "win32"']))
     # Two wheels that ship the same module with different contents (as flashinfer-python and
-    # torch-c-dlpack-ext both ship build_backend.py): the one later in the lock must win.
+    # torch-c-dlpack-ext both ship build_backend.py): the one later in the lock must win. The .pth
+    # makes every Python start import a module (as cuda-bindings and setuptools do).
     for who in ("a", "b"):
         index.add(make_wheel(src, f"sgltest-clash-{who}", "1.0", files={
-            f"sgltest_clash_{who}/__init__.py": b"", "sgltest_clash.py": f"WHO = {who!r}\n".encode()}))
+            f"sgltest_clash_{who}/__init__.py": b"", "sgltest_clash.py": f"WHO = {who!r}\n".encode(),
+            f"sgltest_clash_{who}.pth": f"import sgltest_clash_{who}\n".encode()}))
     index.add(uv_wheel)
 
 
