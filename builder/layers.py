@@ -157,7 +157,7 @@ def diff_images(client: docker.DockerClient, image_a: str, image_b: str, semanti
         files_a = layer_files(client, images[0].id, {d.a for d in changed if d.a})
         files_b = layer_files(client, images[1].id, {d.b for d in changed if d.b})
         for d in changed:
-            d.files = compare_entries(files_a.get(d.a, {}) if d.a else {}, files_b.get(d.b, {}) if d.b else {}, semantic)
+            d.files = compare_entries(files_a.get(d.a, {}), files_b.get(d.b, {}), semantic)
     return diffs
 
 
