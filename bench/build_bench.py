@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from builder.base import ensure_base  # noqa: E402
-from builder.build import plan  # noqa: E402
-from builder.engine import connect, find_image, git_revision  # noqa: E402
+from builder.engine import connect  # noqa: E402
 from builder.lock import check_lock  # noqa: E402
+from builder.plan import make_plan  # noqa: E402
 from builder.profile import load_profile  # noqa: E402
 from builder.ui import Reporter  # noqa: E402
 from builder.wheelhouse import fetch  # noqa: E402
@@ -47,19 +47,19 @@ def main() -> None:
     lock = check_lock(profile, target)
     wheels = ROOT / "wheels"
     fetch(lock, wheels, Reporter(quiet=True))
-    client = connect()
-    base, _ = ensure_base(client, target, lock)
+    engine = connect()
+    plan = make_plan(target, lock, profile.revision)
+    ensure_base(engine, target, lock, plan.base)
+    base = plan.base
 
     # sglbuild: full build (every stage above the base), then a no-op rebuild.
-    for stage in reversed(plan(target, lock, base, git_revision(ROOT))):
-        if find_image(client, stage.tag) is not None:
-            client.images.remove(stage.tag, force=True)
-    for image in client.images.list(target.image):
-        if any(t.startswith(target.human_tag) for t in image.tags):
-            client.images.remove(image.id, force=True)
+    for stage in reversed(plan.stages):
+        engine.images.remove(stage.tag, force=True)
+    for tag in engine.images.tags_under((target.human_tag,)):
+        engine.images.remove(tag, force=True)
     ours_full = sglbuild("build", "--quiet")
     ours_noop = sglbuild("build", "--quiet")
-    ours_size = client.images.get(target.human_tag).attrs["Size"]
+    ours_size = engine.images.get(target.human_tag).attrs["Size"]
 
     # Naive: COPY the wheelhouse, pip install (classic builder), same base and pins.
     with tempfile.TemporaryDirectory(prefix="sglbuild-bench-", dir=wheels) as ctx:  # same disk: hardlinks
@@ -81,7 +81,7 @@ def main() -> None:
         try:
             naive_full = sh([*naive_cmd[:2], "--no-cache", *naive_cmd[2:]], env=env, stdout=subprocess.DEVNULL)
             naive_noop = sh(naive_cmd, env=env, stdout=subprocess.DEVNULL)
-            naive_size = client.images.get(NAIVE_TAG).attrs["Size"]
+            naive_size = engine.images.get(NAIVE_TAG).attrs["Size"]
         finally:
             subprocess.run([DOCKER, "rmi", "-f", NAIVE_TAG], capture_output=True)
 

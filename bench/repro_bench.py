@@ -18,9 +18,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from builder.build import BuildResult, build  # noqa: E402
+from builder.build import Built, build_image  # noqa: E402
 from builder.engine import connect  # noqa: E402
 from builder.lock import check_lock  # noqa: E402
+from builder.plan import make_plan  # noqa: E402
 from builder.profile import load_profile  # noqa: E402
 from builder.repro import remove_tags  # noqa: E402
 from builder.ui import Reporter  # noqa: E402
@@ -34,19 +35,20 @@ def main() -> None:
     wheels = ROOT / "wheels"
     reporter = Reporter(quiet=True)
     fetch(lock, wheels, reporter)
-    client = connect()
+    engine = connect()
 
-    runs: dict[str, BuildResult] = {}
+    runs: dict[str, Built] = {}
     for mode in ("reproducible", "plain"):
         repo = f"sglbuild-bench/{mode}"
+        plan = make_plan(target, lock, profile.revision, reproducible=mode == "reproducible", repo=repo)
         try:
-            runs[mode] = build(profile, target, lock, wheels, reporter, client, fresh=True, publish=False,
-                               repo=repo, reproducible=mode == "reproducible")
+            runs[mode] = build_image(engine, plan, wheels, reporter, fresh=True)
+            engine.images.tag(runs[mode].image_id, f"{repo}:final")
         finally:
-            remove_tags(client, [repo])
+            remove_tags(engine, [repo])
     ours, plain = runs["reproducible"], runs["plain"]
 
-    def stages(r: BuildResult) -> float:
+    def stages(r: Built) -> float:
         return sum(s.seconds for s in r.stages)
 
     rows = [("base bootstrap", ours.base_seconds, plain.base_seconds)]

@@ -1,55 +1,44 @@
 """``sglbuild archs``: the GPU code in files, wheels, trees and images.
 
-An image is read by running the fatbin reader inside it with the image's own Python
-(no network, sglbuild mounted read-only), so nothing is exported or unpacked.
+Files, wheels and trees are read here with the fatbin reader; an image is read by running
+the same reader inside it with the image's own Python (the probe: no network, sglbuild
+mounted read-only), so nothing is exported or unpacked.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Callable
 
-import docker
+from .contracts import GpuCode
+from .probe.fatbin import scan_path, verdict
 
-from .engine import find_image, run_in_image
-from .errors import InputError, SglbuildError
-from .fatbin import GpuCode, scan_path
-
-PACKAGE_DIR = Path(__file__).resolve().parent
-PROBE_MOUNT = "/opt/sglbuild-probe"
+IMAGE_SCHEME = "docker://"
 
 
-def scan(paths: list[str], client_factory) -> list[GpuCode]:
+def scan(paths: list[str], connect: Callable) -> list[GpuCode]:
+    """The GPU code of each PATH (a docker://IMAGE is read inside the image, over the engine CONNECT gives)."""
     codes: list[GpuCode] = []
     for p in paths:
-        if p.startswith("docker://"):
-            codes += scan_image(client_factory(), p[len("docker://"):], ["/"])
+        if p.startswith(IMAGE_SCHEME):
+            answer = connect().containers.probe(p[len(IMAGE_SCHEME):], ["archs", "/"])
+            codes += [GpuCode.from_dict(d) for d in answer]
         else:
             codes += list(scan_path(Path(p)))
     return codes
 
 
-def run_probe(client: docker.DockerClient, image: str, args: list[str], device_requests: list | None = None) -> dict | list:
-    """Run ``python3 -m builder.probe ARGS`` inside IMAGE (no network); return its JSON answer."""
-    if find_image(client, image) is None:
-        raise InputError(f"no image {image!r} on this engine", "build or pull it first")
-    code, out = run_in_image(
-        client, image, ["python3", "-m", "builder.probe", *args], entrypoint=[],
-        environment={"PYTHONPATH": PROBE_MOUNT, "PYTHONDONTWRITEBYTECODE": "1"},
-        volumes={str(PACKAGE_DIR): {"bind": f"{PROBE_MOUNT}/builder", "mode": "ro"}},
-        device_requests=device_requests,
-    )
-    lines = out.strip().splitlines()
-    try:
-        result = json.loads(lines[-1]) if lines else None
-    except json.JSONDecodeError:
-        result = None
-    if result is None or (isinstance(result, dict) and "probe_error" in result):
-        why = result["probe_error"] if isinstance(result, dict) else (lines[-1] if lines else "(no output)")
-        raise SglbuildError(f"the probe failed inside {image} (exit {code}): {why[:300]}")
-    return result
+def table(codes: list[GpuCode], target_arch: str | None) -> list[dict]:
+    return [{**c.__dict__, **({"verdict": verdict(c, target_arch)} if target_arch else {})} for c in codes]
 
 
-def scan_image(client: docker.DockerClient, image: str, roots: list[str]) -> list[GpuCode]:
-    answer = run_probe(client, image, ["archs", *roots])
-    return [GpuCode(d["path"], set(d["sass"]), set(d["ptx"]), d["entries"], d["compressed_entries"]) for d in answer]
+def table_text(rows: list[dict], target_arch: str | None) -> str:
+    width = max([len(r["path"]) for r in rows] + [4])
+    lines = [f"{'file':<{width}}  {'SASS':<40}  {'PTX':<16}" + (f"  on {target_arch}" if target_arch else "")]
+    for row in rows:
+        if row["sass"] or row["ptx"]:
+            line = f"{row['path']:<{width}}  {' '.join(row['sass']) or '-':<40}  {' '.join(row['ptx']) or '-':<16}"
+            lines.append(line + (f"  {row['verdict']}" if target_arch else ""))
+        else:
+            lines.append(f"{row['path']:<{width}}  no GPU code")
+    return "\n".join(lines) + "\n"

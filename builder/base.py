@@ -1,4 +1,4 @@
-"""Build step 1, base: a Debian root filesystem from Debian packages, imported as an image.
+"""Step 5a, base: a Debian root filesystem from Debian packages, imported as an image.
 
 No registry is needed: mmdebstrap installs exactly the locked package versions with a
 fixed SOURCE_DATE_EPOCH, ``docker import`` turns the tarball into an image, and the
@@ -14,16 +14,16 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import docker
-import docker.errors
-
-from .engine import LABEL_MANAGED, find_image, run_in_image, tag_image
+from .contracts import BASE_REPO, LABEL_MANAGED
 from .errors import DiskFull, EngineError, IntegrityError, Interrupted, NetworkError, ToolMissing
 from .lock import Lock
 from .profile import Target
 
-BASE_REPO = "sglbuild/base"
+if TYPE_CHECKING:
+    from .engine import Engine
+
 _MIN_FREE = 2 << 30
 
 
@@ -40,22 +40,17 @@ def base_ref(target: Target, lock: Lock) -> str:
     return f"{BASE_REPO}:{base_key(target, lock)[:16]}"
 
 
-def ensure_base(client: docker.DockerClient, target: Target, lock: Lock, *, ref: str | None = None,
-                fresh: bool = False) -> tuple[str, bool]:
-    """Return (reference, built) for the target's base image, bootstrapping it if needed.
+def ensure_base(engine: Engine, target: Target, lock: Lock, ref: str, *, fresh: bool = False) -> bool:
+    """Make sure REF names the target's base image, bootstrapping it if needed; True if it was made now.
 
-    ``fresh`` bootstraps anew even when the base exists (a from-scratch build); ``ref``
-    tags the result somewhere other than the shared, content-keyed base tag.
+    ``fresh`` bootstraps anew even when the base exists (a from-scratch build).
     """
-    ref = ref or base_ref(target, lock)
-    if find_image(client, ref) is not None and not (fresh and target.base.bootstrapped):
-        return ref, False
+    if engine.images.find(ref) is not None and not (fresh and target.base.bootstrapped):
+        return False
     if not target.base.bootstrapped:
-        try:
-            client.images.pull(ref)
-        except docker.errors.APIError as exc:
-            raise NetworkError(f"cannot pull base image {ref}: {exc.explanation}", "load it with 'docker load' or use a bootstrapped base") from None
-        return ref, True
+        repo, _, digest = ref.partition("@")
+        engine.images.pull(repo, digest)
+        return True
     if shutil.which("mmdebstrap") is None:
         raise ToolMissing("mmdebstrap is not installed", "apt-get install mmdebstrap")
     with tempfile.TemporaryDirectory(prefix="sglbuild-base-") as tmp:
@@ -63,14 +58,14 @@ def ensure_base(client: docker.DockerClient, target: Target, lock: Lock, *, ref:
             raise DiskFull(f"less than 2 GiB free in {tmp} for the base tarball", "free space or set TMPDIR")
         tarball = Path(tmp, "rootfs.tar")
         _bootstrap(target, lock, tarball)
-        image_id = _import(client, tarball, target)
+        image_id = engine.images.import_tarball(tarball, [f'LABEL {LABEL_MANAGED}="true"'])
     try:
-        _check_packages(client, image_id, lock)
+        _check_packages(engine, image_id, lock)
     except BaseException:
-        client.images.remove(image_id, force=True)
+        engine.images.remove(image_id, force=True)
         raise
-    tag_image(client, image_id, ref, drop_replaced=True)
-    return ref, True
+    engine.images.tag(image_id, ref, drop_replaced=True)
+    return True
 
 
 def _bootstrap(target: Target, lock: Lock, tarball: Path) -> None:
@@ -105,17 +100,8 @@ def _bootstrap(target: Target, lock: Lock, tarball: Path) -> None:
         raise EngineError(f"mmdebstrap failed: {tail}")
 
 
-def _import(client: docker.DockerClient, tarball: Path, target: Target) -> str:
-    out = client.api.import_image_from_file(str(tarball), changes=[f'LABEL {LABEL_MANAGED}="true"'])
-    last = out.strip().splitlines()[-1] if isinstance(out, str) else out
-    status = json.loads(last).get("status", "") if isinstance(last, str) else ""
-    if not status.startswith("sha256:"):
-        raise EngineError(f"docker import of the base gave no image ID: {str(out)[:200]}")
-    return status
-
-
-def _check_packages(client: docker.DockerClient, image_id: str, lock: Lock) -> None:
-    code, out = run_in_image(client, image_id, ["dpkg-query", "-W", "-f", "${Package} ${Version}\\n"])
+def _check_packages(engine: Engine, image_id: str, lock: Lock) -> None:
+    code, out = engine.containers.run(image_id, ["dpkg-query", "-W", "-f", "${Package} ${Version}\\n"])
     if code != 0:
         raise EngineError(f"cannot list the base's packages: {out.strip()[:200]}")
     installed = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)

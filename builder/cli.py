@@ -1,9 +1,16 @@
-"""The ``sglbuild`` command: a thin click layer over profile -> lock -> wheelhouse -> render -> build."""
+"""The ``sglbuild`` command: a thin click layer over profile -> lock -> wheelhouse -> plan -> build -> gate -> tag.
+
+Each command parses its options, calls the step modules and prints what they return;
+decisions live in those modules. Expected failures are :class:`SglbuildError` (one line,
+its exit code, see :class:`builder.errors.ExitCode`); engine errors are translated where
+sglbuild talks to the engine, and here once more as a last net.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -12,18 +19,27 @@ from typing import Any, Callable
 import click
 
 from . import __version__
-from .errors import CheckFailed, InputError, Interrupted, LockError, SglbuildError
-from .lock import check_lock, lock_changes, lock_path, read_lock, write_lock
-from .profile import DEFAULT_PROFILE, Profile, load_profile
+from .errors import ExitCode, Interrupted, NotReproducible, SglbuildError, VerifyFailed
+from .profile import DEFAULT_PROFILE, Profile, Target, load_profile
 from .serve import PRESETS
 from .ui import Reporter
 
 # Each command imports the steps it runs: `sglbuild archs FILE` should not pay for docker-py,
 # and `sglbuild lock --check` not for the SBOM library.
 
+
 def _fail(message: str, code: int) -> None:
     click.echo(f"sglbuild: error: {message}", err=True)
     sys.exit(code)
+
+
+def _engine_error(exc: BaseException) -> SglbuildError | None:
+    """An engine exception that escaped translation (docker-py or requests), as one of ours."""
+    if not type(exc).__module__.startswith(("docker", "requests", "urllib3")):
+        return None
+    from .engine import translate
+
+    return translate(exc, "a request")
 
 
 def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -31,14 +47,26 @@ def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        previous = signal.signal(signal.SIGTERM, _terminate)
         try:
             return fn(*args, **kwargs)
         except SglbuildError as exc:
             _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
-            _fail("interrupted; nothing was tagged", Interrupted.exit_code)
+            _fail("interrupted; nothing was tagged", ExitCode.INTERRUPTED)
+        except Exception as exc:
+            ours = _engine_error(exc)
+            if ours is None:
+                raise
+            _fail(str(ours), ours.exit_code)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     return wrapper
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
 
 
 class Context:
@@ -53,6 +81,36 @@ class Context:
     @property
     def wheelhouse(self) -> Path:
         return Path(self.wheels_opt) if self.wheels_opt else self.profile.root / "wheels"
+
+    @functools.cached_property
+    def engine(self) -> Any:
+        from .engine import connect
+
+        return connect()
+
+    @property
+    def profile_or_none(self) -> Profile | None:
+        """The profile, where there is one (verify and inspect work on any image, anywhere)."""
+        try:
+            return self.profile
+        except SglbuildError:
+            return None
+
+    def target(self, name: str | None) -> Target:
+        return self.profile.target(name)
+
+    def target_names(self) -> set[str]:
+        try:
+            return set(self.profile.targets)
+        except SglbuildError:
+            return set()
+
+    def plan(self, name: str | None, **kw: Any) -> Any:
+        from .lock import check_lock
+        from .plan import make_plan
+
+        t = self.target(name)
+        return make_plan(t, check_lock(self.profile, t), self.profile.revision, **kw)
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -70,7 +128,7 @@ def cli(ctx: click.Context, profile_path: str, wheels: str | None) -> None:
 
 @cli.command()
 @click.argument("target", required=False)
-@click.option("--check", is_flag=True, help="Only check that the lock matches the profile; change nothing.")
+@click.option("--check", is_flag=True, help="Only check that the lock (and its pylock.toml) match the profile; change nothing.")
 @click.option("--update", is_flag=True, help="Re-resolve even if the lock is up to date: move pins forward within the profile.")
 @pass_ctx
 @handled
@@ -79,30 +137,25 @@ def lock(ctx: Context, target: str | None, check: bool, update: bool) -> None:
 
     An up-to-date lock is kept as it is (no network); --update moves every pin to the
     newest the profile allows (newest nightly of a channel, newest release in a range)
-    and prints what changed. A failed resolution leaves the old lock untouched.
+    and prints what changed. A failed resolution leaves the old lock untouched. Beside
+    the lock, locks/pylock.TARGET.toml holds its Python pins in PEP 751's format.
     """
-    from .resolve import resolve
+    from .lock import check_lock, lock_path, lock_target
 
-    t = ctx.profile.target(target)
+    t = ctx.target(target)
     if check:
-        lk = check_lock(ctx.profile, t)
+        lk = check_lock(ctx.profile, t, pylock=True)
         click.echo(f"{lock_path(ctx.profile, t)}: up to date ({len(lk.wheels)} wheels, {len(lk.debian)} Debian packages)")
         return
-    try:
-        old = read_lock(ctx.profile, t)
-    except LockError:
-        old = None
-    if old is not None and not update and old.inputs == t.inputs_digest():
-        click.echo(f"{lock_path(ctx.profile, t)}: up to date (sglbuild lock --update moves the pins forward)")
+    done = lock_target(ctx.profile, t, ctx.wheelhouse, update=update, on_resolve=lambda: click.echo(
+        f"resolving {t.name} for the image's platform (linux x86_64, its CPython, manylinux) ...", err=True))
+    if not done.resolved:
+        click.echo(f"{done.path}: up to date (sglbuild lock --update moves the pins forward)")
         return
-    click.echo(f"resolving {t.name} for the image's platform (linux x86_64, its CPython, manylinux) ...", err=True)
-    new = resolve(ctx.profile, t, ctx.wheelhouse)
-    path = write_lock(ctx.profile, t, new)
-    changes = lock_changes(old, new)
-    for line in changes:
+    for line in done.changes:
         click.echo(f"  {line}")
-    state = "written" if changes else "no pin moved"
-    click.echo(f"{path}: {state}: {len(new.wheels)} wheels, {len(new.debian)} Debian packages, "
+    new = done.lock
+    click.echo(f"{done.path}: {'written' if done.changes else 'no pin moved'}: {len(new.wheels)} wheels, {len(new.debian)} Debian packages, "
                f"Python {new.platform.python}, glibc {new.platform.glibc}, sha256:{new.digest[:16]}")
 
 
@@ -114,10 +167,10 @@ def lock(ctx: Context, target: str | None, check: bool, update: bool) -> None:
 @handled
 def fetch(ctx: Context, target: str | None, jobs: int, quiet: bool) -> None:
     """Fill the wheelhouse from TARGET's lock (parallel, resumable, sha256-verified)."""
+    from .lock import check_lock
     from .wheelhouse import fetch as run_fetch
 
-    t = ctx.profile.target(target)
-    lk = check_lock(ctx.profile, t)
+    lk = check_lock(ctx.profile, ctx.target(target))
     result = run_fetch(lk, ctx.wheelhouse, Reporter(quiet=quiet), jobs=jobs)
     click.echo(f"{ctx.wheelhouse}: {len(result.present) + len(result.downloaded)} of {len(lk.wheels)} wheels verified "
                f"({len(result.downloaded)} downloaded, {result.bytes / 1e6:.0f} MB)")
@@ -130,19 +183,37 @@ def fetch(ctx: Context, target: str | None, jobs: int, quiet: bool) -> None:
 @handled
 def render(ctx: Context, target: str | None, output: str | None) -> None:
     """Render TARGET's multi-stage Dockerfile from the profile and its lock."""
-    from .base import base_ref
-    from .engine import git_revision
-    from .render import render as render_dockerfile
-    from .render import stage_specs
-
-    t = ctx.profile.target(target)
-    lk = check_lock(ctx.profile, t)
-    text = render_dockerfile(t, lk, stage_specs(t, lk, base_ref(t, lk)), git_revision(ctx.profile.root))
+    text = ctx.plan(target).dockerfile
     if output:
         Path(output).write_text(text)
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text, nl=False)
+
+
+@cli.command("plan")
+@click.argument("targets", nargs=-1)
+@click.option("--all", "all_targets", is_flag=True, help="Every target of the profile.")
+@click.option("--json", "json_mode", is_flag=True, help="Print JSON.")
+@pass_ctx
+@handled
+def plan_command(ctx: Context, targets: tuple[str, ...], all_targets: bool, json_mode: bool) -> None:
+    """Each stage of TARGETS, its key, and whether the next build reuses or builds it."""
+    from .errors import EngineUnavailable
+    from .plan import plans_text
+
+    names = sorted(ctx.profile.targets) if all_targets else (list(targets) or [None])
+    plans = [ctx.plan(n) for n in names]
+    try:
+        engine = ctx.engine
+        tags = {p.base for p in plans} | {s.tag for p in plans for s in p.stages}
+        present: dict[str, bool] | None = {t: engine.images.find(t) is not None for t in tags}
+    except EngineUnavailable:
+        present = None  # the plan stands without an engine; only "reuse or build" is unknown
+    if json_mode:
+        click.echo(json.dumps([p.to_dict(present) for p in plans], indent=2))
+    else:
+        click.echo(plans_text(plans, present), nl=False)
 
 
 @cli.command()
@@ -157,25 +228,25 @@ def render(ctx: Context, target: str | None, output: str | None) -> None:
 def build(ctx: Context, target: str | None, quiet: bool, json_mode: bool, verbose: bool, no_cache: bool,
           check_reproducible: bool) -> None:
     """Build TARGET's stages (reusing unchanged ones), verify the image, then tag it."""
-    from .build import build as run_build
-    from .engine import connect
+    from .build import build_image
     from .repro import check_reproducible as run_repro_check
     from .repro import repro_text
+    from .tag import release
 
-    t = ctx.profile.target(target)
-    lk = check_lock(ctx.profile, t)
-    client = connect()
+    plan = ctx.plan(target)
+    engine = ctx.engine
     reporter = Reporter(quiet=quiet, json_mode=json_mode)
     if check_reproducible:
-        report = run_repro_check(ctx.profile, t, lk, ctx.wheelhouse, reporter, client)
+        report = run_repro_check(engine, lambda repo: ctx.plan(target, repo=repo), ctx.wheelhouse, reporter)
         click.echo(json.dumps(report, indent=2) if json_mode else repro_text(report), nl=False)
         if not report["identical"]:
-            raise CheckFailed(f"{t.name} is not reproducible: two builds from scratch differ", "see the files listed above")
+            raise NotReproducible(f"{plan.target.name} is not reproducible: two builds from scratch differ", "see the files listed above")
         return
-    reporter.info(f"building {t.name} (lock sha256:{lk.digest[:16]})")
-    result = run_build(ctx.profile, t, lk, ctx.wheelhouse, reporter, client, verbose=verbose, fresh=no_cache)
-    reporter.emit(asdict(result))
-    reporter.info(f"{result.tag}  {result.image_id[:19]}  {result.size / 1e9:.2f} GB  {result.seconds:.1f} s")
+    reporter.info(f"building {plan.target.name} (lock sha256:{plan.lock.digest[:16]})")
+    built = build_image(engine, plan, ctx.wheelhouse, reporter, fresh=no_cache, verbose=verbose)
+    released = release(engine, plan, built, reporter, ctx.profile.root / "out")
+    reporter.emit({**asdict(built), **asdict(released)})
+    reporter.info(f"{released.tag}  {built.image_id[:19]}  {built.size / 1e9:.2f} GB  {built.seconds:.1f} s")
 
 
 @cli.command()
@@ -185,23 +256,15 @@ def build(ctx: Context, target: str | None, quiet: bool, json_mode: bool, verbos
 @handled
 def archs(paths: tuple[str, ...], target_arch: str | None, json_mode: bool) -> None:
     """List the SASS and PTX architectures in .so files, wheels, trees or docker://IMAGE."""
-    from .archs import scan as scan_archs
-    from .engine import connect
-    from .fatbin import verdict as gpu_verdict
+    from .archs import scan, table, table_text
 
-    codes = scan_archs(list(paths), connect)
-    rows = [{**c.to_dict(), **({"verdict": gpu_verdict(c, target_arch)} if target_arch else {})} for c in codes]
-    if json_mode:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    width = max([len(c.path) for c in codes] + [4])
-    click.echo(f"{'file':<{width}}  {'SASS':<40}  {'PTX':<16}" + (f"  on {target_arch}" if target_arch else ""))
-    for row in rows:
-        if row["sass"] or row["ptx"]:
-            line = f"{row['path']:<{width}}  {' '.join(row['sass']) or '-':<40}  {' '.join(row['ptx']) or '-':<16}"
-            click.echo(line + (f"  {row['verdict']}" if target_arch else ""))
-        else:
-            click.echo(f"{row['path']:<{width}}  no GPU code")
+    def connect() -> Any:
+        from .engine import connect as engine_connect
+
+        return engine_connect()
+
+    rows = table(scan(list(paths), connect), target_arch)
+    click.echo(json.dumps(rows, indent=2) if json_mode else table_text(rows, target_arch), nl=not json_mode)
 
 
 @cli.command()
@@ -216,21 +279,18 @@ def archs(paths: tuple[str, ...], target_arch: str | None, json_mode: bool) -> N
 @handled
 def verify(ctx: Context, image: str, target_arch: str | None, gpu: str, model: str | None, fmt: str, output: str | None) -> None:
     """Check that IMAGE can serve on its GPU architecture (static checks; GPU checks when a GPU is there)."""
-    from .engine import connect
-    from .registry import record_verified
-    from .verify import VerifyFailed
-    from .verify import verify as run_verify
+    from .gate import verify_image
+    from .verify import repository_lock
 
-    client = connect()
-    report = run_verify(client, image, target_arch=target_arch, gpu=gpu, model=model, repo_lock=_repo_lock(ctx, client, image))
-    text = {"text": report.text, "junit": report.junit, "json": lambda: json.dumps(report.to_dict(), indent=2) + "\n"}[fmt]()
+    engine = ctx.engine
+    repo_lock = repository_lock(ctx.profile_or_none, engine.images.get(image).labels or {})
+    report = verify_image(engine, image, target_arch=target_arch, gpu=gpu, model=model, repo_lock=repo_lock)
+    text = report.render(fmt)
     click.echo(text, nl=False)
     if output:
         Path(output).write_text(text)
     if not report.passed:
-        failed = [c.name for c in report.checks if c.status == "fail"]
-        raise VerifyFailed(f"{image} failed {len(failed)} check(s): {', '.join(failed)}")
-    record_verified(report.image_id, gpu_checked=any(c.id == "gpu-compute" and c.status == "pass" for c in report.checks))
+        raise VerifyFailed(f"{image} failed {len(report.failed)} check(s): {', '.join(c.name for c in report.failed)}")
 
 
 @cli.command()
@@ -238,35 +298,38 @@ def verify(ctx: Context, image: str, target_arch: str | None, gpu: str, model: s
 @click.argument("image_b")
 @click.option("--semantic", is_flag=True, help="Ignore timestamps: compare content, mode, owner and presence.")
 @click.option("--json", "json_mode", is_flag=True, help="Print JSON.")
+@pass_ctx
 @handled
-def diff(image_a: str, image_b: str, semantic: bool, json_mode: bool) -> None:
-    """Compare two images layer by layer and file by file."""
-    from .engine import connect
-    from .layers import diff_images, diff_text
+def diff(ctx: Context, image_a: str, image_b: str, semantic: bool, json_mode: bool) -> None:
+    """Compare two images layer by layer and file by file (exit 1 when they differ)."""
+    from .layers import diff_images, diff_text, differs
 
-    diffs = diff_images(connect(), image_a, image_b, semantic)
+    diffs = diff_images(ctx.engine, image_a, image_b, semantic)
     if json_mode:
         click.echo(json.dumps([{**asdict(d), "identical": d.identical} for d in diffs], indent=2))
     else:
         click.echo(diff_text(diffs, semantic), nl=False)
-    if any(d.files or (not d.identical and not semantic) for d in diffs):
-        sys.exit(1)
+    if differs(diffs, semantic):
+        sys.exit(ExitCode.CHECK_FAILED)
 
 
 @cli.command()
 @click.argument("image")
 @click.option("--write-lock", type=click.Path(dir_okay=False), help="Write the lock the image was built from here.")
 @click.option("--write-sbom", type=click.Path(dir_okay=False), help="Write the image's CycloneDX SBOM here.")
+@pass_ctx
 @handled
-def inspect(image: str, write_lock: str | None, write_sbom: str | None) -> None:
+def inspect(ctx: Context, image: str, write_lock: str | None, write_sbom: str | None) -> None:
     """Say how IMAGE was built; write its lock (to rebuild it) or SBOM back out."""
-    from .engine import connect
-    from .inspect import inspect_image
+    from .errors import InputError
+    from .provenance import inspect_image
 
-    info = inspect_image(connect(), image)
+    info = inspect_image(ctx.engine, image)
     click.echo(info.text(), nl=False)
     for path, member in ((write_lock, "lock.json"), (write_sbom, "sbom.cdx.json")):
         if path:
+            if member not in info.files:
+                raise InputError(f"{image} carries no {member}: it was not built by sglbuild")
             Path(path).write_text(info.files[member])
             click.echo(f"wrote {path}", err=True)
 
@@ -275,29 +338,28 @@ def inspect(image: str, write_lock: str | None, write_sbom: str | None) -> None:
 @click.argument("image")
 @click.argument("repo")
 @click.option("--force", is_flag=True, help="Push even if the image has not passed verify here.")
+@pass_ctx
 @handled
-def push(image: str, repo: str, force: bool) -> None:
+def push(ctx: Context, image: str, repo: str, force: bool) -> None:
     """Push IMAGE to REPO; print (and record) REPO@sha256:DIGEST."""
-    from .engine import connect
     from .registry import push as push_image
 
-    result = push_image(connect(), image, repo, force)
-    click.echo(f"pushed {result['tag']}", err=True)
-    click.echo(result["ref"])
+    pushed = push_image(ctx.engine, image, repo, force)
+    click.echo(f"pushed {pushed.tag}", err=True)
+    click.echo(pushed.ref)
 
 
 @cli.command()
 @click.argument("ref")
 @click.argument("tag")
 @click.option("--require-gpu", is_flag=True, help="Only if the image passed verify with --gpu require.")
+@pass_ctx
 @handled
-def promote(ref: str, tag: str, require_gpu: bool) -> None:
+def promote(ctx: Context, ref: str, tag: str, require_gpu: bool) -> None:
     """Move REPO:TAG in the registry to REF (REPO@sha256:...), once REF has passed verify."""
-    from .engine import connect
     from .registry import promote as promote_image
 
-    result = promote_image(connect(), ref, tag, require_gpu)
-    click.echo(f"{result['tag']} -> {result['ref']}")
+    click.echo(f"{promote_image(ctx.engine, ref, tag, require_gpu)} -> {ref}")
 
 
 @cli.command()
@@ -305,58 +367,22 @@ def promote(ref: str, tag: str, require_gpu: bool) -> None:
 @click.option("--model", default=None, help="Hugging Face ID or local directory [default: the preset's model].")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None, help="The field report's settings for a model.")
 @click.option("--port", type=int, default=None, help="Host port [default: the preset's, else 30000].")
+@click.option("--public", is_flag=True, help="Publish on every interface of this host, with an API key (default: 127.0.0.1 only).")
+@click.option("--api-key", default=None, envvar="SGLBUILD_API_KEY", help="The key a public server requires [default: generated, printed once].")
 @click.option("--dry-run", is_flag=True, help="Check the flags with the image's SGLang and print the docker run command.")
 @pass_ctx
 @handled
-def serve(ctx: Context, image_or_target: str | None, model: str | None, preset: str | None, port: int | None, dry_run: bool) -> None:
+def serve(ctx: Context, image_or_target: str | None, model: str | None, preset: str | None, port: int | None,
+          public: bool, api_key: str | None, dry_run: bool) -> None:
     """Serve a model from an image (or a target's image) with flags its SGLang accepts."""
-    from .engine import connect
-    from .serve import check_flags, dry_run_text, port_free, require_gpu
-    from .serve import plan as serve_plan
-    from .serve import start as start_server
-    from .serve import wait_healthy
+    from .serve import plan_serve
+    from .serve import serve as run_server
 
     image = image_or_target
-    if image is None or image in _target_names(ctx):
-        image = ctx.profile.target(image).human_tag
-    p = serve_plan(image, model, preset, port)
-    client = connect()
-    if not dry_run:
-        if not port_free(p.port):
-            raise InputError(f"port {p.port} is in use", "pass --port N")
-        require_gpu(client)
-    check_flags(client, image, p.flags)
-    if dry_run:
-        click.echo(dry_run_text(p), nl=False)
-        return
-    container = start_server(client, p)
-    url = f"http://127.0.0.1:{p.port}"
-    click.echo(f"starting {p.name} ({container.short_id}); waiting for {url}/health ...", err=True)
-    try:
-        wait_healthy(container, url)
-    except (SglbuildError, KeyboardInterrupt):
-        container.remove(force=True)
-        raise
-    click.echo(f"serving {p.model} at {url}  (stop: docker rm -f {p.name})")
-    click.echo(f"curl {url}/generate -H 'Content-Type: application/json' "
-               "-d '{\"text\": \"The capital of France is\", \"sampling_params\": {\"max_new_tokens\": 32}}'")
-
-
-def _target_names(ctx: Context) -> set[str]:
-    try:
-        return set(ctx.profile.targets)
-    except SglbuildError:
-        return set()
-
-
-def _repo_lock(ctx: Context, client, image: str):
-    """The repository's current lock for the image's target, to report drift (None if there is none)."""
-    try:
-        labels = client.images.get(image).labels or {}
-        t = ctx.profile.target(labels.get("io.sglbuild.target"))
-        return read_lock(ctx.profile, t)
-    except Exception:  # noqa: BLE001 - drift is a note; no profile or lock here is fine
-        return None
+    if image is None or image in ctx.target_names():
+        image = ctx.target(image).human_tag
+    p = plan_serve(image, model, preset, port, public=public, api_key=api_key)
+    click.echo(run_server(ctx.engine, p, dry_run, lambda line: click.echo(line, err=True)), nl=False)
 
 
 def main() -> None:

@@ -1,23 +1,30 @@
 """Images compared layer by layer and file by file (``sglbuild diff``, ``build --check-reproducible``).
 
-Layers are read from the engine's image export as a stream, never written to disk:
-each layer's files are listed with their content hash, mode, owner and mtime, and
-the layer's own sha256 (its diff ID) is computed on the way.
+Layers are read from the engine's image export as a stream, never written to disk. The
+export's layout differs between engines and image stores (``ID/layer.tar`` with a
+``manifest.json`` on Docker 20.10; an OCI layout of ``blobs/sha256/...``, gzip-compressed
+on the containerd image store, on Docker 25 and later), so no file name is trusted: every
+member that is a layer tar, compressed or not, is read, and it is known by the sha256 of
+its uncompressed bytes, which is its diff ID. A layer that cannot be found in the export
+is an error, never an empty layer: a comparison that read nothing must not say "identical".
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import tarfile
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Iterator
 
-import docker
+from .contracts import HISTORY_PREFIX
+from .errors import EngineError
 
-from .engine import find_image
-from .errors import InputError
+if TYPE_CHECKING:
+    from .engine import Engine
 
 _CHUNK = 1 << 20
+_GZIP, _ZSTD = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,7 @@ class LayerDiff:
 
 
 class _HashingReader:
-    """Reads a stream through, hashing every byte (the layer tar's sha256 is its diff ID)."""
+    """Reads a stream through, hashing every byte (a layer tar's sha256 is its diff ID)."""
 
     def __init__(self, raw: BinaryIO) -> None:
         self.raw, self.hash = raw, hashlib.sha256()
@@ -61,10 +68,10 @@ class _HashingReader:
 
 
 class _StreamReader:
-    """A file object over the engine's chunked export stream."""
+    """A file object over a stream of chunks, with bytes pushed back in front (to peek)."""
 
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self.chunks, self.buf = chunks, b""
+    def __init__(self, chunks: Iterator[bytes], head: bytes = b"") -> None:
+        self.chunks, self.buf = chunks, head
 
     def read(self, n: int = -1) -> bytes:
         while n < 0 or len(self.buf) < n:
@@ -79,20 +86,26 @@ class _StreamReader:
         return out
 
 
-def layer_files(client: docker.DockerClient, image: str, wanted: set[str]) -> dict[str, dict[str, Entry]]:
-    """{diff ID: {path: Entry}} for the layers of IMAGE whose diff ID is in WANTED.
+def _chunks(f: BinaryIO) -> Iterator[bytes]:
+    while chunk := f.read(_CHUNK):
+        yield chunk
 
-    The export names layers by their legacy IDs, in no useful order, so every layer is
-    read and hashed on the way; only the wanted ones are kept.
-    """
-    outer = tarfile.open(fileobj=_StreamReader(client.api.get_image(image, chunk_size=_CHUNK)), mode="r|")
-    found: dict[str, dict[str, Entry]] = {}
-    for member in outer:
-        if not member.name.endswith("layer.tar") or not member.isfile():
-            continue
-        reader = _HashingReader(outer.extractfile(member))
-        entries: dict[str, Entry] = {}
-        with tarfile.open(fileobj=reader, mode="r|") as layer:
+
+def _read_layer(member_stream: BinaryIO) -> tuple[str, dict[str, Entry]] | None:
+    """(diff ID, files) of one export member if it is a layer tar (plain or gzip), else None."""
+    head = member_stream.read(512)
+    if head[:1] in (b"{", b"["):
+        return None  # a manifest, config or index
+    raw: BinaryIO = _StreamReader(_chunks(member_stream), head)  # type: ignore[assignment]
+    if head[:2] == _GZIP:
+        raw = gzip.GzipFile(fileobj=raw)  # type: ignore[arg-type]
+    elif head[:4] == _ZSTD:
+        raise EngineError("the engine exported a zstd-compressed layer, which this reader cannot decompress",
+                          "use gzip or uncompressed layers (the engine's defaults)")
+    reader = _HashingReader(raw)
+    entries: dict[str, Entry] = {}
+    try:
+        with tarfile.open(fileobj=reader, mode="r|") as layer:  # type: ignore[call-overload]
             for f in layer:
                 digest = ""
                 if f.isfile():
@@ -103,9 +116,28 @@ def layer_files(client: docker.DockerClient, image: str, wanted: set[str]) -> di
                     digest = h.hexdigest()
                 kind = "file" if f.isfile() else "dir" if f.isdir() else "symlink" if f.issym() else "hardlink" if f.islnk() else "other"
                 entries["/" + f.name.lstrip("./")] = Entry(kind, digest, f.mode, f"{f.uid}:{f.gid}", int(f.mtime), f.linkname)
-        diff_id = reader.drain()
-        if diff_id in wanted:
-            found[diff_id] = entries
+    except tarfile.ReadError:
+        if entries or head.strip(b"\0"):
+            return None  # not a tar: some other blob
+        # an empty layer is a tar of zero blocks
+    return reader.drain(), entries
+
+
+def layer_files(engine: Engine, image: str, wanted: set[str]) -> dict[str, dict[str, Entry]]:
+    """{diff ID: {path: Entry}} for the layers of IMAGE whose diff ID is in WANTED; raises if one is missing."""
+    outer = tarfile.open(fileobj=_StreamReader(engine.images.export(image)), mode="r|")  # type: ignore[call-overload]
+    found: dict[str, dict[str, Entry]] = {}
+    for member in outer:
+        if not member.isfile() or member.size < 1024:  # a tar is at least two 512-byte blocks
+            continue
+        layer = _read_layer(outer.extractfile(member))
+        if layer is not None and layer[0] in wanted:
+            found[layer[0]] = layer[1]
+    missing = sorted(wanted - set(found))
+    if missing:
+        raise EngineError(f"the engine's export of {image} holds no layer with diff ID {missing[0][:19]}"
+                          f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}: cannot compare it",
+                          "this engine's export format is not one sglbuild reads; nothing was called identical")
     return found
 
 
@@ -134,31 +166,31 @@ def compare_entries(a: dict[str, Entry], b: dict[str, Entry], semantic: bool) ->
     return out
 
 
-def layer_stages(client: docker.DockerClient, image_id: str, count: int) -> list[str]:
+def layer_stages(engine: Engine, image_id: str, count: int) -> list[str]:
     """Stage names of a normalized image's layers (history 'sglbuild: STAGE'), else 'layer N'."""
-    created = [h.get("CreatedBy", "") for h in reversed(client.api.history(image_id))]
-    named = [c.split("sglbuild: ", 1)[1] for c in created if c.startswith("sglbuild: ")]
+    created = [h.get("CreatedBy", "") for h in reversed(engine.images.history(image_id))]
+    named = [c.split(HISTORY_PREFIX, 1)[1] for c in created if c.startswith(HISTORY_PREFIX)]
     return [named[i] if len(named) == count else f"layer {i}" for i in range(count)]
 
 
-def diff_images(client: docker.DockerClient, image_a: str, image_b: str, semantic: bool = False) -> list[LayerDiff]:
-    images = []
-    for ref in (image_a, image_b):
-        img = find_image(client, ref)
-        if img is None:
-            raise InputError(f"no image {ref!r} on this engine", "build it, or pull it by digest")
-        images.append(img)
+def diff_images(engine: Engine, image_a: str, image_b: str, semantic: bool = False) -> list[LayerDiff]:
+    images = [engine.images.get(ref) for ref in (image_a, image_b)]
     la, lb = (img.attrs["RootFS"]["Layers"] for img in images)
     n = max(len(la), len(lb))
-    names = layer_stages(client, images[0].id, len(la)) + [f"layer {i}" for i in range(len(la), n)]
+    names = layer_stages(engine, images[0].id, len(la)) + [f"layer {i}" for i in range(len(la), n)]
     diffs = [LayerDiff(i, names[i], la[i] if i < len(la) else None, lb[i] if i < len(lb) else None) for i in range(n)]
     changed = [d for d in diffs if not d.identical]
     if changed:
-        files_a = layer_files(client, images[0].id, {d.a for d in changed if d.a})
-        files_b = layer_files(client, images[1].id, {d.b for d in changed if d.b})
+        files_a = layer_files(engine, images[0].id, {d.a for d in changed if d.a})
+        files_b = layer_files(engine, images[1].id, {d.b for d in changed if d.b})
         for d in changed:
             d.files = compare_entries(files_a.get(d.a, {}), files_b.get(d.b, {}), semantic)
     return diffs
+
+
+def differs(diffs: list[LayerDiff], semantic: bool) -> bool:
+    """Whether a comparison found a difference that counts (timestamps do not, with --semantic)."""
+    return any(d.files or (not d.identical and not semantic) for d in diffs)
 
 
 def diff_text(diffs: list[LayerDiff], semantic: bool) -> str:

@@ -11,8 +11,9 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from .contracts import TOOLS
 from .errors import LockError
 from .profile import Profile, Target
 
@@ -26,7 +27,7 @@ class Wheel:
     filename: str
     sha256: str
     url: str | None  # None: a prebuilt wheel placed in wheels/ by hand
-    stage: str  # the image stage that installs it ("tools" for build tools)
+    stage: str  # the image stage that installs it (contracts.TOOLS for build tools)
     size: int | None = None
     requires: tuple[str, ...] = ()  # canonical names it depends on, for the image's platform
 
@@ -87,6 +88,11 @@ def lock_path(profile: Profile, target: Target) -> Path:
     return profile.root / "locks" / f"{target.name}.lock.json"
 
 
+def pylock_path(profile: Profile, target: Target) -> Path:
+    """PEP 751's name for a named lock file: pylock.NAME.toml."""
+    return profile.root / "locks" / f"pylock.{target.name}.toml"
+
+
 def parse_lock(text: str, source: str) -> Lock:
     try:
         data = json.loads(text)
@@ -121,8 +127,8 @@ def read_lock(profile: Profile, target: Target) -> Lock:
     return lock
 
 
-def check_lock(profile: Profile, target: Target) -> Lock:
-    """The lock, if it matches the profile; else a LockError saying what to run."""
+def check_lock(profile: Profile, target: Target, *, pylock: bool = False) -> Lock:
+    """The lock, if it matches the profile (and, with PYLOCK, its pylock.toml the lock); else a LockError saying what to run."""
     lock = read_lock(profile, target)
     if lock.inputs != target.inputs_digest():
         raise LockError(
@@ -134,17 +140,63 @@ def check_lock(profile: Profile, target: Target) -> Lock:
             w = lock.wheel(pin.name)
             if w is None or w.filename != pin.wheel or w.sha256 != pin.sha256:
                 raise LockError(f"{lock_path(profile, target)}: prebuilt wheel {pin.wheel} is not what the lock pins", f"run 'sglbuild lock {target.name}'")
+    if pylock:
+        from .pylock import pylock_text
+
+        path = pylock_path(profile, target)
+        if not path.is_file() or path.read_text() != pylock_text(lock, target.index):
+            raise LockError(f"{path}: {'missing' if not path.is_file() else 'does not match the lock'}",
+                            f"run 'sglbuild lock {target.name}' (it rewrites it from the lock, no network needed)")
     return lock
 
 
-def write_lock(profile: Profile, target: Target, lock: Lock) -> Path:
-    """Write atomically: an interrupted or failed lock leaves the old file as it was."""
-    path = lock_path(profile, target)
+def _write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(lock.to_json())
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_lock(profile: Profile, target: Target, lock: Lock) -> Path:
+    """Write the lock and its pylock.toml atomically: an interrupted or failed lock leaves the old files."""
+    from .pylock import pylock_text
+
+    path = lock_path(profile, target)
+    _write_atomically(path, lock.to_json())
+    _write_atomically(pylock_path(profile, target), pylock_text(lock, target.index))
     return path
+
+
+@dataclass
+class Locked:
+    path: Path
+    lock: Lock
+    changes: list[str]  # one line per moved pin; [] when none moved
+    resolved: bool  # False: the lock was up to date and kept (no network)
+
+
+def lock_target(profile: Profile, target: Target, wheelhouse: Path, *, update: bool = False,
+                on_resolve: Callable[[], None] = lambda: None) -> Locked:
+    """``sglbuild lock``: keep an up-to-date lock (rewriting a stale pylock.toml from it); resolve otherwise.
+
+    ``update`` resolves even an up-to-date lock, moving every pin to the newest the profile
+    allows. A failed resolution leaves the old files as they were.
+    """
+    try:
+        old: Lock | None = read_lock(profile, target)
+    except LockError:
+        old = None
+    if old is not None and not update and old.inputs == target.inputs_digest():
+        try:
+            check_lock(profile, target, pylock=True)
+        except LockError:
+            write_lock(profile, target, old)
+        return Locked(lock_path(profile, target), old, [], resolved=False)
+    from .resolve import resolve
+
+    on_resolve()
+    new = resolve(profile, target, wheelhouse)
+    return Locked(write_lock(profile, target, new), new, lock_changes(old, new), resolved=True)
 
 
 def lock_changes(old: Lock | None, new: Lock) -> list[str]:

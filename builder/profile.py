@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from .contracts import RESERVED_STAGE_NAMES
 from .errors import ProfileError
 
 if sys.version_info >= (3, 11):
@@ -28,6 +30,7 @@ _DIGEST_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _ARCH = re.compile(r"^sm_\d+[af]?$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,19 @@ class Profile:
     @property
     def root(self) -> Path:
         return self.path.parent
+
+    @property
+    def revision(self) -> str:
+        """The git revision of the profile's checkout ("-dirty" with uncommitted changes; "unknown" outside git)."""
+        def git(*args: str) -> str:
+            return subprocess.run(["git", *args], cwd=self.root, capture_output=True, text=True, check=True).stdout.strip()
+
+        try:
+            head = git("rev-parse", "HEAD")
+            dirty = git("status", "--porcelain", "--untracked-files=no")
+        except (OSError, subprocess.CalledProcessError):
+            return "unknown"
+        return head + ("-dirty" if dirty else "")
 
 
 class _Reader:
@@ -303,8 +319,10 @@ def _parse_target(name: str, r: _Reader) -> Target:
         s = _Reader(r.path, r.text, raw, f"{r.where}.stage")
         s.check_keys({"name", "requires"})
         sname = s.get("name", str, required=True)
-        if not _NAME.match(sname) or sname in {"base", "system", "final"} or sname in seen:
-            raise s.fail("name", f"stage name {sname!r} is reserved, repeated or not lowercase")
+        if sname in RESERVED_STAGE_NAMES:
+            raise s.fail("name", f"stage name {sname!r} is sglbuild's own ({', '.join(sorted(RESERVED_STAGE_NAMES))} are reserved)")
+        if not _NAME.match(sname) or sname in seen:
+            raise s.fail("name", f"stage name {sname!r} is repeated or not lowercase letters, digits, '.', '_' or '-'")
         seen.add(sname)
         reqs = tuple(_parse_pin(s, "requires", x) for x in s.get("requires", list, required=True))
         if not reqs:
@@ -337,8 +355,11 @@ def _parse_target(name: str, r: _Reader) -> Target:
     if not all(isinstance(c, str) and c.strip() and "\n" not in c for c in post_install):
         raise r.fail("post_install", "must be a list of one-line shell commands")
     env = r.get("env", dict, {})
-    if not all(isinstance(v, str) for v in env.values()):
-        raise r.fail("env", "values must be strings")
+    for k, v in env.items():
+        if not _ENV_NAME.match(k):
+            raise r.fail("env", f"{k!r} is not a variable name (letters, digits and '_', not starting with a digit)")
+        if not isinstance(v, str) or any(c in v for c in "\n\r\0"):
+            raise r.fail("env", f"{k}: the value must be a string on one line (a Dockerfile ENV cannot hold a newline)")
 
     image_name = r.get("image", str, required=True)
     tag = r.get("tag", str, name)

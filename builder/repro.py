@@ -9,27 +9,32 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
-import docker
-import docker.errors
-
-from .build import build
+from .build import build_image
 from .layers import diff_images
-from .lock import Lock
-from .profile import Profile, Target
+from .plan import Plan
 from .ui import Reporter
 
+if TYPE_CHECKING:
+    from .engine import Engine
 
-def check_reproducible(profile: Profile, target: Target, lock: Lock, wheelhouse: Path, reporter: Reporter,
-                       client: docker.DockerClient) -> dict:
-    repos = [f"sglbuild-repro/{target.name}-{x}" for x in ("a", "b")]
+REPRO_REPO = "sglbuild-repro"
+
+
+def check_reproducible(engine: Engine, make_plan: Callable[[str], Plan], wheelhouse: Path, reporter: Reporter) -> dict:
+    """MAKE_PLAN(repo) gives the target's plan with its stages tagged into REPO."""
+    plans = [make_plan(f"{REPRO_REPO}/{name}") for name in ("a", "b")]
+    repos = [p.repo for p in plans]
     runs = []
     try:
-        for repo in repos:
-            reporter.info(f"from-scratch build into {repo}")
-            runs.append(build(profile, target, lock, wheelhouse, reporter, client, fresh=True, publish=False, repo=repo))
+        for p in plans:
+            reporter.info(f"from-scratch build into {p.repo}")
+            built = build_image(engine, p, wheelhouse, reporter, fresh=True)
+            engine.images.tag(built.image_id, f"{p.repo}:final")
+            runs.append(built)
         a, b = runs
-        diffs = diff_images(client, a.image_id, b.image_id)
+        diffs = diff_images(engine, a.image_id, b.image_id)
         return {
             "identical": a.image_id == b.image_id,
             "image_ids": [a.image_id, b.image_id],
@@ -37,19 +42,14 @@ def check_reproducible(profile: Profile, target: Target, lock: Lock, wheelhouse:
             "layers": [{**asdict(d), "identical": d.identical} for d in diffs],
         }
     finally:
-        remove_tags(client, repos)
+        remove_tags(engine, [r for r in repos if r])
 
 
-def remove_tags(client: docker.DockerClient, repos: list[str]) -> None:
+def remove_tags(engine: Engine, repos: list[str]) -> None:
     """Untag what the check made; children first (a stage image is its successor's parent)."""
-    tags = [t for image in client.images.list() for t in image.tags if t.startswith(tuple(r + ":" for r in repos))]
+    tags = engine.images.tags_under(tuple(r + ":" for r in repos))
     for _ in range(10):
-        left = []
-        for tag in tags:
-            try:
-                client.images.remove(tag)
-            except docker.errors.APIError:
-                left.append(tag)
+        left = [t for t in tags if not engine.images.untag_or_remove(t)]
         if not left or len(left) == len(tags):
             return
         tags = left

@@ -25,7 +25,8 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from .errors import IntegrityError, NetworkError, ResolutionError, ToolMissing
+from .contracts import TOOLS
+from .errors import IntegrityError, MissingFile, NetworkError, ResolutionError, ToolMissing
 from .hashing import sha256_file
 from .lock import Lock, Platform, Wheel
 from .profile import Pin, Profile, Target
@@ -126,7 +127,7 @@ def resolve_python(target: Target, platform: Platform, wheelhouse: Path) -> list
     wheels = list(_assign_stages(target, _pip_resolve(target, app_pins, platform, wheelhouse), platform))
     if target.tools:
         tools = _pip_resolve(target, list(target.tools), platform, wheelhouse)
-        wheels += [replace(w, stage="tools") for w in tools.values()]
+        wheels += [replace(w, stage=TOOLS) for w in tools.values()]
     return sorted(wheels, key=lambda w: (w.stage, w.name))
 
 
@@ -149,7 +150,7 @@ def _local_wheels(pins: list[Pin], wheelhouse: Path, links: Path) -> None:
             continue
         path = wheelhouse / pin.wheel
         if not path.is_file():
-            raise ResolutionError(f"prebuilt wheel {path} is missing", "place the wheel in wheels/ (its sha256 is pinned in the profile)")
+            raise MissingFile(f"prebuilt wheel {path} is missing", "place the wheel in wheels/ (its sha256 is pinned in the profile)")
         name, version, _, _ = parse_wheel_filename(pin.wheel)
         if canonicalize_name(name) != pin.name or not Requirement(pin.requirement).specifier.contains(version, prereleases=True):
             raise ResolutionError(f"prebuilt wheel {pin.wheel} is not {pin.requirement}")

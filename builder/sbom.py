@@ -17,22 +17,13 @@ from cyclonedx.output.json import JsonV1Dot5
 from packageurl import PackageURL
 
 from . import __version__
+from .contracts import TOOLS
 from .lock import Lock
 from .profile import Target
 
 
-_CACHE: dict[tuple[Target, str], str] = {}
-
-
 def sbom_json(target: Target, lock: Lock) -> str:
-    """The SBOM text (memoized: the build renders it into every stage key and serves it)."""
-    key = (target, lock.digest)
-    if key not in _CACHE:
-        _CACHE[key] = _sbom_json(target, lock)
-    return _CACHE[key]
-
-
-def _sbom_json(target: Target, lock: Lock) -> str:
+    """The SBOM text; the plan makes it once per build."""
     bom = Bom(serial_number=uuid.uuid5(uuid.NAMESPACE_URL, f"sglbuild:{target.name}:{lock.digest}"))
     bom.metadata.timestamp = datetime.fromtimestamp(target.base.source_date_epoch, tz=timezone.utc)
     bom.metadata.component = Component(
@@ -45,7 +36,7 @@ def _sbom_json(target: Target, lock: Lock) -> str:
     for name, version in sorted(lock.debian.items()):
         purl = PackageURL("deb", "debian", name, version, {"arch": "amd64", "distro": target.base.suite})
         components.append(Component(name=name, version=version, type=ComponentType.LIBRARY, purl=purl, bom_ref=purl.to_string()))
-    wheels = {w.name: w for w in lock.wheels if w.stage != "tools"}  # tools run during the build only
+    wheels = {w.name: w for w in lock.wheels if w.stage != TOOLS}  # tools run during the build only
     by_name: dict[str, Component] = {}
     for w in sorted(wheels.values(), key=lambda w: w.name):
         purl = PackageURL("pypi", None, w.name, w.version, {"file_name": w.filename})

@@ -3,6 +3,10 @@
 The image's entrypoint adds its default (compatibility) flags; a preset adds the
 model-specific ones from the field report. ``--dry-run`` prints the exact ``docker run``
 command after the image's own SGLang has parsed every flag it will get.
+
+The server is published on 127.0.0.1 unless the user asks for a public address; a public
+server always gets SGLang's ``--api-key`` (generated and printed once when none is given),
+so no open LLM endpoint lands on the user's network by default.
 """
 
 from __future__ import annotations
@@ -10,20 +14,24 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shlex
 import socket
 import time
+import urllib.error
 import urllib.request
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from .contracts import LABEL_SERVE_FLAGS, Outcome
 from .errors import CheckFailed, EnvironmentProblem, InputError
 
-if TYPE_CHECKING:  # docker-py loads only when a command talks to the engine
-    import docker
+if TYPE_CHECKING:
+    from .engine import Engine
 
 HF_CACHE = "~/.cache/huggingface"
 ALLOC_CONF = "expandable_segments:True"
+LOOPBACK = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -43,30 +51,47 @@ COMMON_FLAGS = ("--trust-remote-code", "--log-level", "info")
 
 
 @dataclass(frozen=True)
-class Plan:
+class ServePlan:
     image: str
     model: str  # as the server sees it (a local directory is mounted at /model)
     model_dir: str | None
     port: int
     shm: str
-    name: str
-    flags: tuple[str, ...]
+    name: str | None
+    flags: tuple[str, ...]  # after --model-path: the preset's and the common ones
+    bind: str = LOOPBACK  # the host address the port is published on
+    api_key: str | None = field(default=None, repr=False)
+
+    @property
+    def server_args(self) -> list[str]:
+        return ["--model-path", self.model, *self.flags, *(["--api-key", self.api_key] if self.api_key else [])]
+
+    @property
+    def auth_header(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK if self.bind in ('0.0.0.0', '::') else self.bind}:{self.port}"
 
     def docker_run(self) -> list[str]:
-        cmd = ["docker", "run", "--rm", "--runtime", "nvidia", "--gpus", "all", "-p", f"{self.port}:8000",
+        cmd = ["docker", "run", "--rm", "--runtime", "nvidia", "--gpus", "all", "-p", f"{self.bind}:{self.port}:8000",
                "-v", f"{os.path.expanduser(HF_CACHE)}:/root/.cache/huggingface"]
         if self.model_dir:
             cmd += ["-v", f"{self.model_dir}:/model:ro"]
-        cmd += ["-e", f"PYTORCH_CUDA_ALLOC_CONF={ALLOC_CONF}", "--shm-size", self.shm, "--name", self.name,
-                self.image, "--model-path", self.model, *self.flags]
-        return cmd
+        cmd += ["-e", f"PYTORCH_CUDA_ALLOC_CONF={ALLOC_CONF}", "--shm-size", self.shm]
+        if self.name:
+            cmd += ["--name", self.name]
+        return [*cmd, self.image, *self.server_args]
 
 
 def _looks_like_path(model: str) -> bool:
     return model.startswith(("/", "./", "../", "~")) or os.path.exists(model)
 
 
-def plan(image: str, model: str | None, preset: str | None, port: int | None) -> Plan:
+def plan_serve(image: str, model: str | None, preset: str | None, port: int | None, *, name: str | None = "",
+               public: bool = False, api_key: str | None = None) -> ServePlan:
+    """What ``serve`` will run; ``name`` None for an unnamed container, "" for one named after the model."""
     p = PRESETS.get(preset or "")
     if preset and p is None:
         raise InputError(f"no preset {preset!r}", f"presets: {', '.join(PRESETS)}")
@@ -79,70 +104,87 @@ def plan(image: str, model: str | None, preset: str | None, port: int | None) ->
         if not os.path.isdir(path):
             raise InputError(f"model path {model} does not exist (or is not a directory)")
         model_dir, model = path, "/model"
-    slug = re.sub(r"[^a-z0-9]+", "-", (model_dir or model).rsplit("/", 1)[-1].lower()).strip("-")
-    return Plan(image, model, model_dir, port or (p.port if p else 30000), p.shm if p else "8g", f"sglang-{slug}",
-                (*(p.flags if p else ()), *COMMON_FLAGS))
+    if name == "":
+        name = "sglang-" + re.sub(r"[^a-z0-9]+", "-", (model_dir or model).rsplit("/", 1)[-1].lower()).strip("-")
+    if public and not api_key:
+        api_key = secrets.token_urlsafe(24)
+    return ServePlan(image, model, model_dir, port or (p.port if p else 30000), p.shm if p else "8g", name,
+                     (*(p.flags if p else ()), *COMMON_FLAGS), "0.0.0.0" if public else LOOPBACK, api_key)
 
 
-def check_flags(client: docker.DockerClient, image: str, extra: tuple[str, ...]) -> list[str]:
-    """Parse the image's default flags plus EXTRA with the image's own SGLang; return the full list."""
-    from .archs import run_probe
-    from .engine import find_image
-
-    found = find_image(client, image)
-    if found is None:
-        raise InputError(f"no image {image!r} on this engine", "build it (sglbuild build) or pull it")
-    defaults = json.loads((found.labels or {}).get("io.sglbuild.serve-flags", "[]") or "[]")
-    flags = [*defaults, *extra]
-    answer = run_probe(client, found.id, ["flags", json.dumps(flags)])
-    if not answer.get("ok"):
-        raise CheckFailed(f"the SGLang in {image} rejects the server flags: {answer.get('error')}")
+def check_flags(engine: Engine, p: ServePlan) -> list[str]:
+    """Parse the image's default flags plus the plan's with the image's own SGLang; return them all."""
+    image = engine.images.get(p.image)
+    defaults = json.loads((image.labels or {}).get(LABEL_SERVE_FLAGS, "[]") or "[]")
+    flags = [*defaults, *p.server_args]
+    outcome = Outcome.from_dict(engine.containers.probe(image.id, ["flags", json.dumps(flags)]))
+    if not outcome.ok:
+        raise CheckFailed(f"the SGLang in {p.image} rejects the server flags: {outcome.error}")
     return flags
 
 
-def port_free(port: int) -> bool:
+def port_free(bind: str, port: int) -> bool:
     with socket.socket() as s:
         try:
-            s.bind(("0.0.0.0", port))
+            s.bind((bind, port))
         except OSError:
             return False
     return True
 
 
-def start(client: docker.DockerClient, p: Plan, detach_name: bool = True):
-    from docker.types import DeviceRequest
-
+def start(engine: Engine, p: ServePlan) -> Any:
     volumes = {os.path.expanduser(HF_CACHE): {"bind": "/root/.cache/huggingface", "mode": "rw"}}
     if p.model_dir:
         volumes[p.model_dir] = {"bind": "/model", "mode": "ro"}
-    return client.containers.run(
-        p.image, ["--model-path", p.model, *p.flags], detach=True, name=p.name if detach_name else None,
-        device_requests=[DeviceRequest(count=-1, capabilities=[["gpu", "compute", "utility"]])], shm_size=p.shm,
-        ports={"8000/tcp": p.port}, volumes=volumes, environment={"PYTORCH_CUDA_ALLOC_CONF": ALLOC_CONF},
-    )
+    return engine.containers.serve(p.image, p.server_args, name=p.name, shm=p.shm, ports={"8000/tcp": (p.bind, p.port)},
+                                   volumes=volumes, environment={"PYTORCH_CUDA_ALLOC_CONF": ALLOC_CONF})
 
 
-def wait_healthy(container, url: str, timeout: float = 900) -> None:
+def wait_healthy(container: Any, url: str, api_key: str | None = None, timeout: float = 900) -> None:
     deadline = time.monotonic() + timeout
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     while time.monotonic() < deadline:
         container.reload()
         if container.status == "exited":
             tail = container.logs(tail=5).decode(errors="replace").strip().splitlines()
             raise CheckFailed(f"the server exited: {tail[-1] if tail else '(no output)'}")
         try:
-            with urllib.request.urlopen(url + "/health", timeout=5) as r:
+            with urllib.request.urlopen(urllib.request.Request(url + "/health", headers=headers), timeout=5) as r:
                 if r.status == 200:
                     return
-        except OSError:
+        except (OSError, urllib.error.URLError):
             time.sleep(2)
     raise CheckFailed(f"the server was not healthy within {timeout:.0f} s")
 
 
-def dry_run_text(p: Plan) -> str:
+def dry_run_text(p: ServePlan) -> str:
     return shlex.join(p.docker_run()) + "\n"
 
 
-def require_gpu(client: docker.DockerClient) -> None:
-    if "nvidia" not in (client.info().get("Runtimes") or {}):
-        raise EnvironmentProblem("this engine has no NVIDIA runtime: no GPU to serve on",
-                                 "install the NVIDIA container toolkit, or use --dry-run to see the command")
+def serve(engine: Engine, p: ServePlan, dry_run: bool, say: Any) -> str:
+    """Check, then print (dry run) or start the server and wait for it; returns what to print on stdout."""
+    if not dry_run:
+        if not port_free(p.bind, p.port):
+            raise InputError(f"port {p.port} is in use on {p.bind}", "pass --port N")
+        if not engine.has_nvidia_runtime:
+            raise EnvironmentProblem("this engine has no NVIDIA runtime: no GPU to serve on",
+                                     "install the NVIDIA container toolkit, or use --dry-run to see the command")
+    check_flags(engine, p)
+    if dry_run:
+        return dry_run_text(p)
+    container = start(engine, p)
+    say(f"starting {p.name} ({container.short_id}); waiting for {p.url}/health ...")
+    try:
+        wait_healthy(container, p.url, p.api_key)
+    except BaseException:
+        engine.containers.remove(container)
+        raise
+    lines = [f"serving {p.model} at {p.url}  (stop: docker rm -f {p.name or container.short_id})"]
+    auth = ""
+    if p.api_key:
+        lines.append(f"API key (shown once): {p.api_key}")
+        auth = f"-H 'Authorization: Bearer {p.api_key}' "
+    lines.append(f"curl {p.url}/generate {auth}-H 'Content-Type: application/json' "
+                 "-d '{\"text\": \"The capital of France is\", \"sampling_params\": {\"max_new_tokens\": 32}}'")
+    return "\n".join(lines) + "\n"
+

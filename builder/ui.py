@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 
@@ -26,6 +27,14 @@ class Reporter:
         if not self.quiet:
             colour = {"reused": "cyan", "built": "green", "failed": "red", "tagged": "green"}.get(status, "white")
             self.console.print(f"  {name:<10} [{colour}]{status:<8}[/{colour}] {detail}", soft_wrap=True)
+
+    def build_line(self, line: str) -> None:
+        """One line of the engine's build output (with --verbose, or the last ones of a failed step)."""
+        self.info(f"    [dim]{escape(line)}[/dim]")
+
+    def build_lines(self, lines: list[str]) -> None:
+        for line in lines:
+            self.build_line(line)
 
     def emit(self, data: dict[str, Any]) -> None:
         if self.json_mode:

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DiskFull, IntegrityError, Interrupted, NetworkError, SglbuildError
+from .errors import DiskFull, IntegrityError, Interrupted, MissingFile, NetworkError, SglbuildError
 from .hashing import VerifiedCache, sha256_file
 from .lock import Lock, Wheel
 from .ui import Reporter, Transfer
@@ -29,7 +29,7 @@ class FetchResult:
     present: list[str] = field(default_factory=list)
     downloaded: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)  # files deleted for a hash mismatch
-    failed: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, SglbuildError] = field(default_factory=dict)
     bytes: int = 0
 
 
@@ -41,7 +41,7 @@ def verify_wheelhouse(lock: Lock, wheelhouse: Path) -> None:
             path = wheelhouse / w.filename
             if not path.is_file():
                 how = "run 'sglbuild fetch'" if w.url else "place the prebuilt wheel in wheels/"
-                raise IntegrityError(f"{path} is missing from the wheelhouse", how)
+                raise MissingFile(f"{path} is missing from the wheelhouse", how)
             if cache.known_good(path, w.sha256):
                 continue
             digest = sha256_file(path)
@@ -71,7 +71,7 @@ def fetch(lock: Lock, wheelhouse: Path, reporter: Reporter, jobs: int = 4) -> Fe
             result.removed.append(w.filename)
             reporter.info(f"[red]removed {w.filename}: sha256 does not match the lock[/red]")
         if w.url is None:
-            result.failed[w.filename] = "prebuilt wheel is missing: place it in wheels/"
+            result.failed[w.filename] = MissingFile(f"prebuilt wheel {path} is missing", "place it in wheels/ (its sha256 is pinned in the profile)")
             continue
         todo.append(w)
     stop = threading.Event()
@@ -87,7 +87,7 @@ def fetch(lock: Lock, wheelhouse: Path, reporter: Reporter, jobs: int = 4) -> Fe
                         stop.set()
                         raise
                     except SglbuildError as exc:
-                        result.failed[w.filename] = str(exc)
+                        result.failed[w.filename] = exc
                         if isinstance(exc, IntegrityError):
                             result.removed.append(w.filename)
                         continue
@@ -105,10 +105,11 @@ def fetch(lock: Lock, wheelhouse: Path, reporter: Reporter, jobs: int = 4) -> Fe
     finally:
         cache.save()
     if result.failed:
-        name, why = sorted(result.failed.items())[0]
+        # The failure to act on first: a file to place by hand, then a bad download, then the network.
+        rank = {MissingFile: 0, IntegrityError: 1}
+        name, exc = min(sorted(result.failed.items()), key=lambda item: rank.get(type(item[1]), 2))
         more = f" and {len(result.failed) - 1} more" if len(result.failed) > 1 else ""
-        error = IntegrityError if "sha256" in why else NetworkError
-        raise error(f"could not fetch {name}{more}: {why}", "run 'sglbuild fetch' again; finished files are kept")
+        raise type(exc)(f"could not fetch {name}{more}: {exc.message}", exc.hint or "run 'sglbuild fetch' again; finished files are kept")
     return result
 
 

@@ -28,6 +28,7 @@ log:
   level: error
 YML
 nohup docker-registry serve "$dir/config.yml" > "$dir/registry.log" 2>&1 &
+echo $! > "$dir/registry.pid"  # stop it with: kill "$(cat "$dir/registry.pid")"
 for _ in $(seq 1 50); do answers && { echo "$addr"; exit 0; }; sleep 0.2; done
 echo "sglbuild: error: the registry did not start: see $dir/registry.log" >&2
 exit 3

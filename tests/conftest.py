@@ -8,13 +8,21 @@ from pathlib import Path
 
 import pytest
 
-from support import ROOT, PackageIndex, make_wheel
+from support import FAKE_SGLANG, ROOT, PackageIndex, make_wheel
 
 sys.path.insert(0, str(ROOT))
 
 TEST_IMAGE = "sglbuild-test/app"
 UV_VERSION = "0.13.9"
 CACHE = Path(os.environ.get("SGLBUILD_TEST_CACHE", Path.home() / ".cache" / "sglbuild-tests"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def state_dir(tmp_path_factory):
+    """sglbuild's state (which images passed verify) goes to this session's directory, never ~/.local/state."""
+    d = tmp_path_factory.mktemp("state")
+    os.environ["SGLBUILD_STATE"] = str(d)
+    return d
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +45,14 @@ def docker_client():
             pass
 
 
+@pytest.fixture(scope="session")
+def engine(docker_client):
+    """The same engine, through sglbuild's own engine component (for calling the steps directly)."""
+    from builder.engine import Engine
+
+    return Engine(docker_client, os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"))
+
+
 def _our_tags(client) -> set[str]:
     return {t for image in client.images.list() for t in image.tags if t.startswith(("sglbuild/", "sglbuild-test/"))}
 
@@ -54,6 +70,13 @@ def uv_wheel() -> Path:
     return found[0]
 
 
+def need_nvcc() -> str:
+    found = shutil.which("nvcc")
+    if found is None:
+        pytest.skip("nvcc is not installed (CUDA toolkit): no real GPU binaries to build")
+    return found
+
+
 def nvcc_so(tmp: Path, name: str, gencode: list[str], link: list[str] = ()) -> bytes:
     """A real shared object with GPU code compiled by nvcc (no CUDA runtime needed to read it)."""
     (tmp / f"{name}.cu").write_text('extern "C" __global__ void scale(float* x, float a) { x[threadIdx.x] *= a; }\n')
@@ -65,8 +88,7 @@ def nvcc_so(tmp: Path, name: str, gencode: list[str], link: list[str] = ()) -> b
 @pytest.fixture(scope="session")
 def sm120_so(tmp_path_factory) -> bytes:
     """Like sgl_kernel's common ops: sm_120a SASS, and linked against libnuma.so.1."""
-    if shutil.which("nvcc") is None:
-        pytest.fail("nvcc is needed to compile the test kernels (it ships with the CUDA toolkit)", pytrace=False)
+    need_nvcc()
     d = tmp_path_factory.mktemp("nvcc")
     # Stand-ins to link against: the image provides libnuma.so.1 (libnuma1); a GPU host's
     # NVIDIA runtime provides the driver's libcuda.so.1.
@@ -151,6 +173,7 @@ def populate_index(index: PackageIndex, tmp: Path, uv_wheel: Path, sm120_so: byt
         index.add(make_wheel(src, f"sgltest-clash-{who}", "1.0", files={
             f"sgltest_clash_{who}/__init__.py": b"", "sgltest_clash.py": f"WHO = {who!r}\n".encode(),
             f"sgltest_clash_{who}.pth": f"import sgltest_clash_{who}\n".encode()}))
+    index.add(make_wheel(src, "sglang", "0.5.9", files=dict(FAKE_SGLANG)))
     index.add(uv_wheel)
 
 
@@ -168,3 +191,14 @@ def small_project(tmp: Path, uv_wheel: Path, sm120_so: bytes | None, name: str =
         r = run_cli(*args, cwd=project)
         assert r.returncode == 0, r.stderr
     return project, index
+
+
+def pytest_collection_modifyitems(items):
+    """Mark each test by what it touches, from the fixtures it uses: `pytest -m "not engine and not network"`
+    runs the unit layer in seconds, with no engine and no network."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & {"docker_client", "engine"}:
+            item.add_marker(pytest.mark.engine)
+        if names & {"uv_wheel"}:
+            item.add_marker(pytest.mark.network)

@@ -20,6 +20,27 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parent.parent
 SGLBUILD = [sys.executable, "-m", "builder.cli"]
 
+# A stand-in for SGLang 0.5.9 with some of its real server flags (no --disable-flashinfer), so the
+# image's own parser is what accepts or rejects flags; launch_server prints the arguments it got.
+FAKE_SGLANG = {
+    "sglang/__init__.py": b"__version__ = '0.5.9'\n",
+    "sglang/srt/__init__.py": b"",
+    "sglang/srt/server_args.py": b"""
+class ServerArgs:
+    @staticmethod
+    def add_cli_args(p):
+        p.add_argument('--model-path', required=True)
+        p.add_argument('--host'); p.add_argument('--port', type=int)
+        p.add_argument('--attention-backend', choices=['torch_native', 'triton', 'flashinfer', 'fa3'])
+        p.add_argument('--sampling-backend', choices=['flashinfer', 'pytorch'])
+        p.add_argument('--mem-fraction-static', type=float); p.add_argument('--max-total-tokens', type=int)
+        p.add_argument('--log-level'); p.add_argument('--api-key')
+        for f in ('--disable-cuda-graph', '--disable-radix-cache', '--disable-custom-all-reduce', '--trust-remote-code'):
+            p.add_argument(f, action='store_true')
+""",
+    "sglang/launch_server.py": b"import json, sys\nprint(json.dumps(sys.argv[1:]))\n",
+}
+
 
 def make_wheel(directory: Path, name: str, version: str, files: dict[str, bytes] | None = None,
                requires: list[str] | None = None, tag: str = "py3-none-any") -> Path:

@@ -71,6 +71,33 @@ def test_unchanged_rebuild_reuses_every_stage(env):
     assert time.monotonic() - t0 < 30  # generous bound; the benchmark measures the real figure
 
 
+def test_a_new_commit_rebuilds_nothing_and_is_not_gated_again(env):
+    """The revision is a label: a new commit gives a new image ID (config) over the same layers, and the
+    gate's earlier pass for the same content carries over."""
+    project, client = env["project"], env["client"]
+    before = build_json(project)
+    same_content = set()  # every image of these layers that passed here: any one of them vouches for the next
+    git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    for message in ("first", "second"):
+        subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", message], check=True)
+        result = build_json(project)
+        assert set(statuses(result).values()) == {"reused"}
+        assert result["layers"] == before["layers"] and result["image_id"] != before["image_id"]
+        same_content.add(before["image_id"])
+        assert result["gate"].removeprefix("inherited from ") in same_content and result["smoke"] == []
+        same_content.add(result["image_id"])
+        revision = client.images.get(HUMAN).labels["org.opencontainers.image.revision"]
+        assert revision == subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    # Changing the smoke tests is a different gate: it runs again.
+    subprocess.run(["rm", "-rf", str(project / ".git")], check=True)
+    (project / "sglbuild.toml").write_text(small_profile(env["index"].url, smoke=["python -c 'import sgltest_dep'"]))
+    result = build_json(project)
+    assert result["gate"] == "passed" and result["smoke"][0]["exit_code"] == 0
+    (project / "sglbuild.toml").write_text(small_profile(env["index"].url))
+    assert build_json(project)["gate"].removeprefix("inherited from ") in same_content  # back to the first smoke tests
+
+
 def test_no_wheel_in_any_layer(env):
     """Save the image and read every layer: no wheel of the wheelhouse, by name or by bytes.
 

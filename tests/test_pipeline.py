@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +28,7 @@ def registry(tmp_path_factory):
     out = subprocess.run([str(ROOT / "ci" / "registry.sh"), str(port)], env={**os.environ, "REGISTRY_DIR": str(d)},
                          capture_output=True, text=True, check=True).stdout.strip()
     yield out
-    subprocess.run(["pkill", "-f", f"docker-registry serve {d}/config.yml"])
+    os.kill(int((d / "registry.pid").read_text()), signal.SIGTERM)  # the registry this fixture started, by its id
 
 
 def manifest_digest(addr: str, repo: str, tag: str) -> str:

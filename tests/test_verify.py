@@ -11,32 +11,11 @@ from pathlib import Path
 import pytest
 
 from conftest import TEST_IMAGE, nvcc_so, small_project
-from support import run_cli
+from support import FAKE_SGLANG, run_cli
 
 pytestmark = pytest.mark.engine
 GOOD = f"{TEST_IMAGE}:verifytest"
 CPU_TORCH = sorted(Path("/opt/wheels").glob("torch-*+cpu-cp311-*.whl"))
-
-# A stand-in for SGLang's ServerArgs with some of 0.5.9's real flags (no --disable-flashinfer),
-# so the image's own parser is what accepts or rejects the default flags.
-FAKE_SGLANG = {
-    "sglang/__init__.py": b"__version__ = '0.5.9'\n",
-    "sglang/srt/__init__.py": b"",
-    "sglang/srt/server_args.py": b"""
-class ServerArgs:
-    @staticmethod
-    def add_cli_args(p):
-        p.add_argument('--model-path', required=True)
-        p.add_argument('--host'); p.add_argument('--port', type=int)
-        p.add_argument('--attention-backend', choices=['torch_native', 'triton', 'flashinfer', 'fa3'])
-        p.add_argument('--sampling-backend', choices=['flashinfer', 'pytorch'])
-        p.add_argument('--mem-fraction-static', type=float); p.add_argument('--max-total-tokens', type=int)
-        p.add_argument('--log-level')
-        for f in ('--disable-cuda-graph', '--disable-radix-cache', '--disable-custom-all-reduce', '--trust-remote-code'):
-            p.add_argument(f, action='store_true')
-""",
-}
-
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory, docker_client, uv_wheel, sm120_so):
@@ -162,18 +141,18 @@ def test_serve_dry_run_prints_a_command_the_images_sglang_accepts(good):
     r = run_cli("serve", img, "--preset", "tinyllama", "--dry-run", cwd=project)
     assert r.returncode == 0, r.stderr
     cmd = r.stdout.strip()
-    assert cmd.startswith("docker run --rm --runtime nvidia --gpus all -p 30001:8000 -v ")
+    assert cmd.startswith("docker run --rm --runtime nvidia --gpus all -p 127.0.0.1:30001:8000 -v ")  # loopback only
     assert "/.cache/huggingface:/root/.cache/huggingface -e PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True --shm-size 8g" in cmd
     assert cmd.endswith(f"--name sglang-tinyllama-1-1b-chat-v1-0 {img} --model-path TinyLlama/TinyLlama-1.1B-Chat-v1.0 "
                         "--mem-fraction-static 0.15 --max-total-tokens 2048 --trust-remote-code --log-level info")
     r = run_cli("serve", img, "--preset", "qwen2.5-3b", "--port", "31000", "--dry-run", cwd=project)
-    assert "-p 31000:8000" in r.stdout and "--shm-size 16g" in r.stdout and "--mem-fraction-static 0.25 --max-total-tokens 4096" in r.stdout
+    assert "-p 127.0.0.1:31000:8000" in r.stdout and "--shm-size 16g" in r.stdout and "--mem-fraction-static 0.25 --max-total-tokens 4096" in r.stdout
     # Errors, one line each: no GPU here, a port in use, a missing model path, a missing image, rejected flags.
     r = run_cli("serve", img, "--preset", "tinyllama", "--port", "31001", cwd=project)
     assert r.returncode == 3 and "no NVIDIA runtime" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     import socket
     with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
+        s.bind(("127.0.0.1", 0))
         s.listen()
         r = run_cli("serve", img, "--preset", "tinyllama", "--port", str(s.getsockname()[1]), cwd=project)
     assert r.returncode == 2 and "is in use" in r.stderr

@@ -7,6 +7,7 @@ again. Nothing is uploaded into the build context, so nothing lands in a layer.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,8 +20,10 @@ from .lock import Wheel
 class WheelServer:
     def __init__(self, wheelhouse: Path, wheels: list[Wheel], host: str, extra: dict[str, bytes] | None = None) -> None:
         files = {w.filename: (wheelhouse / w.filename, w.sha256) for w in wheels}
-        extra = dict(extra or {})  # small files the build fetches by path (lock, SBOM); not in the index
-        index = "".join(f'<a href="{quote(n)}#sha256={h}">{html.escape(n)}</a>\n' for n, (_, h) in sorted(files.items()))
+        extra = dict(extra or {})  # small files from memory: the lock, the SBOM, the entrypoint, the helpers wheel
+        listed = {n: h for n, (_, h) in files.items()}
+        listed.update({n: hashlib.sha256(d).hexdigest() for n, d in extra.items() if n.endswith(".whl")})
+        index = "".join(f'<a href="{quote(n)}#sha256={h}">{html.escape(n)}</a>\n' for n, h in sorted(listed.items()))
         page = f"<!DOCTYPE html>\n<html><body>\n{index}</body></html>\n".encode()
 
         class Handler(BaseHTTPRequestHandler):

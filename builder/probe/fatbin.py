@@ -9,6 +9,8 @@ Layout (little endian). Container: magic u32 0xBA55ED50, version u16, header siz
 u16, fat size u64. Entry: kind u16 (1 PTX, 2 ELF) at 0, header size u32 at 4,
 payload size u64 at 8, arch u32 at 28, flags u64 at 40: 0x2000/0x8000 compressed,
 0x100000 arch-specific ("a", e.g. sm_90a), 0x200000 family-specific ("f").
+
+Standard library only: this module runs inside images.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from __future__ import annotations
 import os
 import struct
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from .errors import SglbuildError
+from ..contracts import GpuCode
+from ..errors import FatbinError, MissingFile
 
 FATBIN_MAGIC = 0xBA55ED50
 _KIND_PTX, _KIND_ELF = 1, 2
@@ -28,31 +30,6 @@ _FLAG_COMPRESSED = 0x2000 | 0x8000
 _FLAG_ARCH_SPECIFIC = 0x100000
 _FLAG_FAMILY = 0x200000
 _SECTIONS = (".nv_fatbin", "__nv_relfatbin")
-
-
-class FatbinError(SglbuildError):
-    """Raised for a truncated or corrupt ELF or fatbin; names the file and the offset."""
-
-    exit_code = 5
-
-
-@dataclass
-class GpuCode:
-    """What one file carries: SASS targets (sm_XX[a|f]) and PTX targets (compute_XX[a|f])."""
-
-    path: str
-    sass: set[str] = field(default_factory=set)
-    ptx: set[str] = field(default_factory=set)
-    entries: int = 0
-    compressed: int = 0
-
-    @property
-    def has_gpu_code(self) -> bool:
-        return bool(self.sass or self.ptx)
-
-    def to_dict(self) -> dict:
-        return {"path": self.path, "sass": sorted(self.sass, key=arch_key), "ptx": sorted(self.ptx, key=arch_key),
-                "entries": self.entries, "compressed_entries": self.compressed}
 
 
 def arch_key(arch: str) -> tuple[int, str]:
@@ -97,7 +74,9 @@ def _fatbin_sections(f: BinaryIO, name: str) -> list[tuple[int, int]]:
 
 def scan_stream(f: BinaryIO, name: str) -> GpuCode:
     """List the GPU code of one (seekable) file object."""
-    code = GpuCode(name)
+    sass: set[str] = set()
+    ptx: set[str] = set()
+    entries = compressed = 0
     for sec_off, sec_size in _fatbin_sections(f, name):
         pos, end = sec_off, sec_off + sec_size
         while pos + 16 <= end:
@@ -118,12 +97,15 @@ def scan_stream(f: BinaryIO, name: str) -> GpuCode:
                 if kind not in (_KIND_PTX, _KIND_ELF) or ehsize < 48 or entry + ehsize + payload > stop:
                     raise FatbinError(f"{name}: corrupt fatbin entry at offset {entry:#x} (kind {kind}, header {ehsize}, payload {payload})")
                 target = f"{arch}{_suffix(flags)}"
-                (code.sass if kind == _KIND_ELF else code.ptx).add(("sm_" if kind == _KIND_ELF else "compute_") + target)
-                code.entries += 1
-                code.compressed += bool(flags & _FLAG_COMPRESSED)
+                if kind == _KIND_ELF:
+                    sass.add("sm_" + target)
+                else:
+                    ptx.add("compute_" + target)
+                entries += 1
+                compressed += bool(flags & _FLAG_COMPRESSED)
                 entry += ehsize + payload
             pos = (stop + 7) & ~7
-    return code
+    return GpuCode(name, sorted(sass, key=arch_key), sorted(ptx, key=arch_key), entries, compressed)
 
 
 def scan_file(path: Path) -> GpuCode:
@@ -171,7 +153,7 @@ def scan_path(path: Path) -> Iterator[GpuCode]:
     elif path.is_file():
         yield scan_file(path)
     else:
-        raise FatbinError(f"{path}: no such file or directory")
+        raise MissingFile(f"{path}: no such file or directory")
 
 
 def verdict(code: GpuCode, target: str) -> str:

@@ -1,0 +1,164 @@
+"""The contracts between sglbuild, the images it builds and the probe it runs inside them.
+
+Label keys, in-image paths, the history prefix, stage kinds and names, the files the
+build fetches from the wheel server, and the typed shape of the probe's replies. Each is
+written here once; everything else refers to these names.
+
+Standard library only, and Python 3.8 syntax at run time: the probe imports this module
+inside arbitrary images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional
+
+# -- labels on the images sglbuild makes -------------------------------------------------------
+LABEL_MANAGED = "io.sglbuild.managed"  # every image, container and network sglbuild makes
+LABEL_TARGET = "io.sglbuild.target"
+LABEL_VERSION = "io.sglbuild.version"
+LABEL_LOCK_DIGEST = "io.sglbuild.lock-digest"
+LABEL_GPU_ARCH = "io.sglbuild.gpu-arch"
+LABEL_SGLANG_VERSION = "io.sglbuild.sglang-version"
+LABEL_SERVE_FLAGS = "io.sglbuild.serve-flags"
+LABEL_REQUIRE_NATIVE = "io.sglbuild.require-native"
+LABEL_STAGE_KEY = "io.sglbuild.stage-key"  # on stage images: the key their tag names
+OCI_TITLE = "org.opencontainers.image.title"
+OCI_DESCRIPTION = "org.opencontainers.image.description"
+OCI_VERSION = "org.opencontainers.image.version"
+OCI_REVISION = "org.opencontainers.image.revision"
+OCI_CREATED = "org.opencontainers.image.created"
+OCI_SOURCE = "org.opencontainers.image.source"
+# Where an image came from, not what it is: two images that differ only in these carry the
+# same content, so a verdict on one holds for the other.
+PROVENANCE_LABELS = (OCI_TITLE, OCI_DESCRIPTION, OCI_VERSION, OCI_REVISION, OCI_SOURCE, LABEL_TARGET, LABEL_VERSION)
+
+# -- paths inside images ------------------------------------------------------------------------
+IN_IMAGE_DIR = "/usr/share/sglbuild"
+LOCK_IN_IMAGE = IN_IMAGE_DIR + "/lock.json"
+SBOM_IN_IMAGE = IN_IMAGE_DIR + "/sbom.cdx.json"
+ENTRYPOINT_IN_IMAGE = "/usr/local/bin/sglbuild-entrypoint"
+VENV = "/opt/venv"
+PROBE_MOUNT = "/opt/sglbuild-probe"  # where the host's builder package is mounted, read-only
+
+# -- files the build fetches from the wheel server, beside the wheels ----------------------------
+SERVED_LOCK = "sglbuild/lock.json"
+SERVED_SBOM = "sglbuild/sbom.cdx.json"
+SERVED_ENTRYPOINT = "sglbuild/entrypoint"
+
+# -- stages -----------------------------------------------------------------------------------------
+HISTORY_PREFIX = "sglbuild: "  # each layer's history entry in a normalized image: "sglbuild: STAGE"
+STAGE_SYSTEM, STAGE_WHEELS, STAGE_FINAL = "system", "wheels", "final"  # stage kinds
+TOOLS = "tools"  # the lock's name for build tools (uv), which no image keeps
+RESERVED_STAGE_NAMES = frozenset({"base", STAGE_SYSTEM, STAGE_FINAL, TOOLS})
+BASE_REPO = "sglbuild/base"
+STAGE_REPO = "sglbuild/stage"
+
+# -- the probe's replies ------------------------------------------------------------------------
+PROBE_VERSION = 2  # bumped when a reply's shape changes
+
+
+@dataclass
+class Outcome:
+    """Something run inside the image: its value when it worked, else its last error line."""
+
+    ok: bool
+    value: Any = None
+    error: Optional[str] = None
+
+    @classmethod
+    def from_dict(cls, d: Optional[Dict[str, Any]]) -> Optional["Outcome"]:
+        return None if d is None else cls(bool(d["ok"]), d.get("value"), d.get("error"))
+
+
+@dataclass
+class GpuCode:
+    """The GPU code one file carries, named as cuobjdump names it (sm_90a SASS, compute_120 PTX)."""
+
+    path: str
+    sass: List[str] = field(default_factory=list)
+    ptx: List[str] = field(default_factory=list)
+    entries: int = 0
+    compressed: int = 0
+
+    @property
+    def has_gpu_code(self) -> bool:
+        return bool(self.sass or self.ptx)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "GpuCode":
+        return cls(d["path"], list(d["sass"]), list(d["ptx"]), int(d["entries"]), int(d["compressed"]))
+
+
+@dataclass
+class Runtime:
+    """What the image offers the code that compiles at run time."""
+
+    cc: Optional[str]  # a C compiler (Triton builds its launcher at first use)
+    python_h: bool  # Python.h, for the same launcher
+    libnuma: bool  # libnuma.so.1, which sgl_kernel links
+    ldd: Optional[str]
+
+
+@dataclass
+class StaticReply:
+    """Everything verify's static checks read, from one run of the probe inside the image."""
+
+    probe_version: int
+    python: str
+    executable: str
+    site_packages: List[str]
+    dists: Dict[str, str]  # canonical name -> version
+    pip_check: Outcome
+    imports: Dict[str, Outcome]  # module -> {version, ...}
+    flags: Optional[Outcome]  # the server flags parsed by the image's own SGLang (None: no flags given)
+    libraries: List[GpuCode]  # every library under site-packages with GPU code
+    ldd_missing: Optional[Dict[str, List[str]]]  # library -> sonames ldd cannot find (None: no ldd)
+    runtime: Runtime
+    lock: Optional[str]  # the text of LOCK_IN_IMAGE, if the image has one
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "StaticReply":
+        if d.get("probe_version") != PROBE_VERSION:
+            raise ValueError(f"probe reply version {d.get('probe_version')!r}, expected {PROBE_VERSION}")
+        return cls(
+            probe_version=d["probe_version"],
+            python=d["python"],
+            executable=d["executable"],
+            site_packages=list(d["site_packages"]),
+            dists=dict(d["dists"]),
+            pip_check=Outcome.from_dict(d["pip_check"]),
+            imports={k: Outcome.from_dict(v) for k, v in d["imports"].items()},
+            flags=Outcome.from_dict(d["flags"]),
+            libraries=[GpuCode.from_dict(x) for x in d["libraries"]],
+            ldd_missing=d["ldd_missing"],
+            runtime=Runtime(**d["runtime"]),
+            lock=d["lock"],
+        )
+
+
+@dataclass
+class GpuReply:
+    """The GPU probe's answer: the device, what of the image's code runs on it, and two computations."""
+
+    torch: str
+    cuda_runtime: Optional[str]
+    driver: Optional[str]
+    available: bool
+    device: Optional[str] = None
+    capability: Optional[str] = None
+    arch: Optional[str] = None
+    memory_gb: Optional[float] = None
+    coverage: List[Dict[str, Any]] = field(default_factory=list)  # {library, verdict, sass, ptx}
+    matmul: Optional[Dict[str, Any]] = None  # {ok, rel_error, ms}
+    rmsnorm: Optional[Dict[str, Any]] = None  # {ok, rel_error} | {ok: None, skipped} | {ok: False, error}
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "GpuReply":
+        return cls(**d)

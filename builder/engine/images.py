@@ -1,0 +1,172 @@
+"""``docker image ...``: find, tag, remove, import, load, export, pull and push images."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+import docker.errors
+from docker.models.images import Image
+
+from ..contracts import LABEL_MANAGED
+from ..errors import EngineError, ImageNotFound, NetworkError
+from . import guard
+
+if TYPE_CHECKING:
+    from . import Engine
+
+_CHUNK = 1 << 20
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """REPO:TAG -> (REPO, TAG); a registry port is not a tag."""
+    repo, _, tag = ref.rpartition(":")
+    if not repo or "/" in tag:
+        return ref, "latest"
+    return repo, tag
+
+
+class Images:
+    def __init__(self, engine: Engine) -> None:
+        self.engine, self.api = engine, engine.client.api
+        self._images = engine.client.images
+
+    def find(self, ref: str) -> Image | None:
+        with guard(f"a lookup of image {ref}"):
+            try:
+                return self._images.get(ref)
+            except docker.errors.ImageNotFound:
+                return None
+
+    def get(self, ref: str) -> Image:
+        image = self.find(ref)
+        if image is None:
+            raise ImageNotFound(f"no image {ref!r} on this engine", "build it, or pull it by digest")
+        return image
+
+    def tag(self, image_id: str, ref: str, *, drop_replaced: bool = False) -> None:
+        """Point REF at IMAGE_ID. ``drop_replaced``: remove the image REF pointed at before if
+        that left it untagged and sglbuild made it (a --no-cache rebuild would leave it dangling)."""
+        previous = self.find(ref) if drop_replaced else None
+        repo, tag = split_ref(ref)
+        with guard(f"tagging {image_id[:19]} as {ref}"):
+            self.api.tag(image_id, repo, tag, force=True)
+        if previous is None or previous.id == image_id:
+            return
+        try:
+            previous.reload()
+            if not previous.tags and (previous.labels or {}).get(LABEL_MANAGED):
+                # Refused while a child image still uses it; the last stage's removal takes its untagged parents.
+                self.api.remove_image(previous.id)
+        except docker.errors.APIError:
+            pass
+
+    def untag_or_remove(self, ref: str) -> bool:
+        """Remove a tag (and the image, if nothing else names it); False if the engine keeps it (a child uses it)."""
+        try:
+            self.api.remove_image(ref)
+            return True
+        except docker.errors.ImageNotFound:
+            return True
+        except docker.errors.APIError:
+            return False
+
+    def remove(self, ref: str, *, force: bool = False) -> None:
+        with guard(f"removing image {ref}"):
+            try:
+                self.api.remove_image(ref, force=force)
+            except docker.errors.ImageNotFound:
+                pass
+
+    def list(self, *, label: str | None = None, dangling: bool | None = None) -> list[Image]:
+        filters: dict[str, Any] = {}
+        if label:
+            filters["label"] = label
+        if dangling is not None:
+            filters["dangling"] = dangling
+        with guard("a list of images"):
+            return self._images.list(filters=filters)
+
+    def tags_under(self, prefixes: tuple[str, ...]) -> list[str]:
+        """Every tag on this engine that starts with one of PREFIXES."""
+        with guard("a list of images"):
+            return sorted(t for image in self._images.list() for t in image.tags if t.startswith(prefixes))
+
+    def import_tarball(self, tarball: Path, changes: list[str]) -> str:
+        """``docker import``: a root filesystem tarball as a one-layer image; returns its ID."""
+        with guard(f"the import of {tarball.name}"):
+            out = self.api.import_image_from_file(str(tarball), changes=changes)
+        last = out.strip().splitlines()[-1] if isinstance(out, str) else str(out)
+        try:
+            import json
+
+            status = json.loads(last).get("status", "")
+        except ValueError:
+            status = ""
+        if not status.startswith("sha256:"):
+            raise EngineError(f"the engine refused the import of {tarball.name}: {last[:200]}")
+        return status
+
+    def load(self, archive: bytes, what: str) -> None:
+        """``docker load`` of an in-memory archive."""
+        with guard(f"loading {what}"):
+            for chunk in self.api.load_image(archive):
+                if isinstance(chunk, dict) and "error" in chunk:
+                    raise EngineError(f"the engine refused {what}: {chunk['error']}")
+
+    def export(self, image: str) -> Iterator[bytes]:
+        """``docker save`` of one image, as a stream of chunks (never written to disk)."""
+        with guard(f"the export of {image}"):
+            yield from self.api.get_image(image, chunk_size=_CHUNK)
+
+    def history(self, image: str) -> list[dict[str, Any]]:
+        with guard(f"the history of {image}"):
+            return self.api.history(image)
+
+    def pull(self, repo: str, tag: str) -> Image:
+        with guard(f"the pull of {repo}:{tag}"):
+            try:
+                return self._images.pull(repo, tag=tag)
+            except docker.errors.APIError as exc:
+                raise NetworkError(f"cannot pull {repo}@{tag}: {exc.explanation}") from None
+
+    def push(self, repo: str, tag: str) -> str:
+        """Push REPO:TAG; returns the digest the registry gave it."""
+        digest = ""
+        with guard(f"the push of {repo}:{tag}"):
+            try:
+                for chunk in self.api.push(repo, tag=tag, stream=True, decode=True):
+                    if "error" in chunk:
+                        raise NetworkError(f"push of {repo}:{tag} failed: {chunk['error']}", "check the registry and your login")
+                    digest = (chunk.get("aux") or {}).get("Digest", digest)
+            except docker.errors.APIError as exc:
+                raise NetworkError(f"push of {repo}:{tag} failed: {exc.explanation}") from None
+        if not digest:
+            raise NetworkError(f"push of {repo}:{tag} reported no digest")
+        return digest
+
+    def archive(self, image: str, path: str) -> bytes | None:
+        """The tar of PATH inside IMAGE (``docker cp``), or None when the image has no such path."""
+        container = self.engine.containers.create(image, ["true"])
+        try:
+            with guard(f"copying {path} out of {image}"):
+                try:
+                    bits, _ = container.get_archive(path)
+                    return b"".join(bits)
+                except docker.errors.NotFound:
+                    return None
+        finally:
+            self.engine.containers.remove(container)
+
+
+def tar_member_bytes(archive: bytes) -> dict[str, bytes]:
+    """{file name: contents} of the files in a ``docker cp`` archive."""
+    import tarfile
+
+    out = {}
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        for member in tar.getmembers():
+            if member.isfile():
+                out[member.name.rsplit("/", 1)[-1]] = tar.extractfile(member).read()
+    return out

@@ -1,0 +1,35 @@
+"""``docker network ...``: the build's internal network, which reaches this host's wheel server and nothing else."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import docker.errors
+
+from ..contracts import LABEL_MANAGED
+from . import guard
+
+if TYPE_CHECKING:
+    from . import Engine
+
+BUILD_NETWORK = "sglbuild-build"
+
+
+class Networks:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def build_network(self) -> tuple[str, str]:
+        """The build network's name and its gateway (this host's address on it)."""
+        networks = self.engine.client.networks
+        with guard(f"setting up the {BUILD_NETWORK} network"):
+            try:
+                net = networks.get(BUILD_NETWORK)
+            except docker.errors.NotFound:
+                net = networks.create(BUILD_NETWORK, driver="bridge", internal=True, labels={LABEL_MANAGED: "true"})
+                net.reload()
+        return net.name, net.attrs["IPAM"]["Config"][0]["Gateway"]
+
+    def list_managed(self) -> list:
+        with guard("a list of networks"):
+            return self.engine.client.networks.list(filters={"label": LABEL_MANAGED})

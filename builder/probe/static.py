@@ -1,0 +1,115 @@
+"""The static probe: everything verify's static checks need, from one run inside the image.
+
+Runs with the image's own Python, no network, no GPU. Imports that may fail or crash
+(torch, sglang, the flag parser) run in child processes, so one failure is reported,
+not fatal. Standard library only.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import glob
+import importlib.metadata as md
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+from typing import List, Optional
+
+from ..contracts import LOCK_IN_IMAGE, PROBE_VERSION, GpuCode, Outcome, Runtime, StaticReply
+from .fatbin import scan_tree
+
+# What each import reports; run as `python -c` in a child so a crash is an answer, not the end.
+_IMPORTS = {
+    "torch": "import json, torch; print(json.dumps({'version': torch.__version__, 'cuda': torch.version.cuda, "
+             "'archs': torch._C._cuda_getArchFlags().split(), 'gpu': torch.cuda.is_available()}))",
+    "sglang": "import json, sglang; print(json.dumps({'version': sglang.__version__}))",
+}
+
+
+def run_python(code: str, *args: str, module: bool = False) -> Outcome:
+    """Run Python code (or a module) with this interpreter; its last stdout line is JSON."""
+    cmd = [sys.executable, "-m" if module else "-c", code, *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode == 0 and lines:
+        try:
+            return Outcome(True, json.loads(lines[-1]))
+        except ValueError:
+            pass
+    return Outcome(False, None, last_error_line(proc.stderr) or f"exit {proc.returncode}, no output")
+
+
+def last_error_line(stderr: str) -> str:
+    """The line of a child's stderr that says why it failed (not a warning printed before it)."""
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    for pattern in (r"^\w*(Error|Exception)\b.*?:", r"\berror:"):
+        hits = [ln for ln in lines if re.search(pattern, ln)]
+        if hits:
+            return hits[-1]
+    return lines[-1] if lines else ""
+
+
+def libraries(roots: List[str]) -> List[GpuCode]:
+    """GPU code of every library under ROOTS ('/' means every top directory but /proc, /sys, /dev)."""
+    out: List[GpuCode] = []
+    for root in roots:
+        if root == "/":
+            tops = [p for p in Path("/").iterdir() if str(p) not in ("/proc", "/sys", "/dev") and p.is_dir() and not p.is_symlink()]
+        else:
+            tops = [Path(root)]
+        for top in sorted(tops):
+            out += list(scan_tree(top))
+    return out
+
+
+def static(flags: Optional[List[str]]) -> StaticReply:
+    paths = sysconfig.get_paths()
+    site = sorted({paths["purelib"], paths["platlib"]})
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        imports = {name: pool.submit(run_python, code) for name, code in _IMPORTS.items()}
+        parsed = pool.submit(run_python, "builder.probe.flags", json.dumps(flags), module=True) if flags is not None else None
+        pip = pool.submit(subprocess.run, [sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
+        libs = [c for c in libraries(site) if c.has_gpu_code]
+        # torch loads the nvidia-* wheels' libraries (and its own) before any extension that
+        # needs them: resolve with that path, as the process does at run time.
+        preload = sorted(glob.glob(os.path.join(site[0], "nvidia", "*", "lib")) + glob.glob(os.path.join(site[0], "torch", "lib")))
+        env = {**os.environ, "LD_LIBRARY_PATH": ":".join(preload)}
+
+        def ldd(path: str) -> tuple:
+            out = subprocess.run(["ldd", path], capture_output=True, text=True, env=env).stdout
+            return path, sorted(set(re.findall(r"^\s*(\S+) => not found", out, re.M)))
+
+        missing = dict(pool.map(ldd, [c.path for c in libs])) if shutil.which("ldd") else None
+        pipc = pip.result()
+    dists = {}
+    for d in md.distributions():
+        name = re.sub(r"[-_.]+", "-", (d.metadata["Name"] or "")).lower()
+        if name:
+            dists[name] = d.version
+    ldconfig = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout if shutil.which("ldconfig") else ""
+    lock = Path(LOCK_IN_IMAGE).read_text() if os.path.exists(LOCK_IN_IMAGE) else None
+    pip_out = (pipc.stdout + pipc.stderr).strip()[-2000:]
+    return StaticReply(
+        probe_version=PROBE_VERSION,
+        python=sys.version.split()[0],
+        executable=sys.executable,
+        site_packages=site,
+        dists=dists,
+        pip_check=Outcome(pipc.returncode == 0, pip_out, None if pipc.returncode == 0 else (pip_out.splitlines() or ["failed"])[0]),
+        imports={name: f.result() for name, f in imports.items()},
+        flags=parsed.result() if parsed is not None else None,
+        libraries=libs,
+        ldd_missing=missing,
+        runtime=Runtime(
+            cc=shutil.which("cc") or shutil.which("gcc"),
+            python_h=os.path.exists(os.path.join(paths["include"], "Python.h")),
+            libnuma="libnuma.so.1" in ldconfig,
+            ldd=shutil.which("ldd"),
+        ),
+        lock=lock,
+    )

@@ -1,0 +1,153 @@
+"""The unit layer: pure logic on recorded streams, canned probe replies and small fixtures (no engine, no network)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+
+import pytest
+
+from builder.contracts import PROBE_VERSION, GpuCode, Outcome, Runtime, StaticReply
+from builder.engine.builds import read_build_stream
+from builder.errors import BuildFailed, DiskFull, EngineError, ResolutionError
+from builder.layers import Entry, _read_layer, compare_entries
+from builder.lock import Platform, Wheel
+from builder.profile import load_profile
+from builder.resolve import _assign_stages
+from builder.report import Report
+from builder.verify import _check_environment, _check_flags, _check_gpu_code, _check_pins
+from conftest import small_profile
+
+# -- the classic builder's progress stream ---------------------------------------------------
+
+OK_STREAM = [{"stream": "Step 1/3 : FROM sglbuild/base:x AS system\n"}, {"stream": " ---> 1234\n"},
+             {"aux": {"ID": "sha256:" + "ab" * 32}}, {"stream": "Successfully built abababababab\n"}]
+FAILED_STREAM = [{"stream": "Step 5/7 : RUN set -eu; ...\n"}, {"stream": "\x1b[91mERROR: No matching distribution found for x==1\n\x1b[0m"},
+                 {"errorDetail": {"code": 1, "message": "The command '/bin/sh -c set -eu; ...' returned a non-zero code: 1"},
+                  "error": "The command '/bin/sh -c set -eu; ...' returned a non-zero code: 1"}]
+
+
+def test_build_stream_gives_the_image_id():
+    seen = []
+    assert read_build_stream(OK_STREAM, "system", on_line=seen.append) == "sha256:" + "ab" * 32
+    assert seen[0].startswith("Step 1/3")
+
+
+def test_build_stream_failure_names_the_step_and_its_error_line():
+    tails = []
+    with pytest.raises(BuildFailed) as failed:
+        read_build_stream(FAILED_STREAM, "torch", on_failure=tails.append)
+    assert str(failed.value).startswith("stage torch failed: a step exited with code 1: ERROR: No matching distribution found for x==1")
+    assert "\x1b" not in str(failed.value) and tails and tails[0][-1].startswith("ERROR")
+
+
+def test_build_stream_disk_full_and_no_id():
+    with pytest.raises(DiskFull):
+        read_build_stream([{"error": "write /x: no space left on device"}], "torch")
+    with pytest.raises(EngineError, match="ended without an image ID"):
+        read_build_stream([{"stream": "Step 1/1\n"}], "torch")
+
+
+# -- verify's checks on canned probe replies -------------------------------------------------
+
+def reply(**over) -> StaticReply:
+    base = dict(probe_version=PROBE_VERSION, python="3.11.2", executable="/opt/venv/bin/python", site_packages=["/sp"],
+                dists={"torch": "2.9.1", "sglang": "0.5.9", "triton": "3.5.1", "sgl-kernel": "0.3.21"},
+                pip_check=Outcome(True, "No broken requirements found."), imports={
+                    "torch": Outcome(True, {"version": "2.9.1+cu128", "cuda": "12.8"}), "sglang": Outcome(True, {"version": "0.5.9"})},
+                flags=None, libraries=[], ldd_missing={}, runtime=Runtime("/usr/bin/cc", True, True, "/usr/bin/ldd"), lock=None)
+    return StaticReply(**{**base, **over})
+
+
+def test_reply_round_trips_through_json_and_refuses_another_version():
+    r = reply(libraries=[GpuCode("/sp/torch/lib/libtorch_cuda.so", ["sm_120"], [], 2, 0)])
+    assert StaticReply.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+    with pytest.raises(ValueError, match="probe reply version"):
+        StaticReply.from_dict({**r.to_dict(), "probe_version": PROBE_VERSION + 1})
+
+
+def test_required_library_without_target_sass_fails_gpu_code():
+    libs = {"torch/lib/libtorch_cuda.so": GpuCode("x", ["sm_80", "sm_90"], ["compute_90"])}
+    report = Report("img", "sha256:x", "sm_120")
+    _check_gpu_code(report, libs, ["torch/lib/libtorch_cuda.so"], "sm_120")
+    assert report.checks[0].status == "fail" and "has no sm_120 SASS (sm_80 sm_90)" in report.checks[0].detail
+    report = Report("img", "sha256:x", "sm_120")
+    _check_gpu_code(report, {"torch/lib/libtorch_cuda.so": GpuCode("x", ["sm_120"])}, ["torch/lib/libtorch_cuda.so"], "sm_120")
+    assert report.checks[0].status == "pass"
+
+
+def test_rejected_flags_fail_with_the_parsers_reason():
+    report = Report("img", "sha256:x", "sm_120")
+    _check_flags(report, reply(flags=Outcome(False, None, "error: unrecognized arguments: --disable-flashinfer")),
+                 ["--disable-flashinfer"], {}, "sm_120")
+    assert report.checks[0].status == "fail" and report.checks[0].detail.endswith("unrecognized arguments: --disable-flashinfer")
+
+
+def test_attention_backend_on_a_library_without_code_fails():
+    report = Report("img", "sha256:x", "sm_120")
+    libs = {"sgl_kernel/flash_ops.abi3.so": GpuCode("x", ["sm_80", "sm_86", "sm_90a"])}
+    parsed = Outcome(True, {"attention_backend": "fa3", "disable_custom_all_reduce": True})
+    _check_flags(report, reply(flags=parsed), ["--attention-backend", "fa3"], libs, "sm_120")
+    assert report.checks[0].status == "fail" and "runs on sgl_kernel/flash_ops.abi3.so, which has no code for sm_120" in report.checks[0].detail
+
+
+def test_a_lock_whose_digest_the_labels_do_not_name_fails_pins():
+    report = Report("img", "sha256:x", "sm_120")
+    _check_pins(report, reply(lock='{"version": 1}'), {"io.sglbuild.lock-digest": "sha256:other"}, None)
+    assert report.checks[0].status == "fail" and "is not the one the labels name" in report.checks[0].detail
+
+
+def test_missing_compiler_fails_environment():
+    report = Report("img", "sha256:x", "sm_120")
+    _check_environment(report, reply(runtime=Runtime(None, True, True, "/usr/bin/ldd")))
+    assert report.checks[0].status == "fail" and "no C compiler" in report.checks[0].detail
+
+
+# -- layers ------------------------------------------------------------------------------------
+
+def layer_tar(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 1758153600
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
+def test_a_layer_is_known_by_the_sha256_of_its_uncompressed_bytes(compressed):
+    raw = layer_tar({"etc/motd": b"hello\n"})
+    blob = gzip.compress(raw, mtime=0) if compressed else raw
+    diff_id, entries = _read_layer(io.BytesIO(blob))
+    assert diff_id == "sha256:" + hashlib.sha256(raw).hexdigest()
+    assert entries["/etc/motd"].sha256 == hashlib.sha256(b"hello\n").hexdigest()
+    assert _read_layer(io.BytesIO(b'{"schemaVersion": 2}' + b" " * 2000)) is None  # a manifest is no layer
+
+
+def test_compare_entries_names_how_each_file_differs():
+    a = {"/x": Entry("file", "1", 0o644, "0:0", 1, ""), "/y": Entry("file", "2", 0o644, "0:0", 1, "")}
+    b = {"/x": Entry("file", "1", 0o755, "0:0", 2, ""), "/z": Entry("file", "3", 0o644, "0:0", 1, "")}
+    got = {d["path"]: d["how"] for d in compare_entries(a, b, semantic=False)}
+    assert got == {"/x": ["mode", "mtime"], "/y": ["presence"], "/z": ["presence"]}
+    assert {d["path"]: d["how"] for d in compare_entries(a, b, semantic=True)}["/x"] == ["mode"]
+
+
+# -- stage assignment ------------------------------------------------------------------------
+
+def test_each_wheel_goes_to_the_first_stage_that_needs_it(tmp_path):
+    (tmp_path / "sglbuild.toml").write_text(small_profile("http://x/simple"))
+    t = load_profile(tmp_path / "sglbuild.toml").target(None)
+
+    def w(name, requires=()):
+        return Wheel(name, "1", f"{name}-1-py3-none-any.whl", "0" * 64, "http://x", "", requires=tuple(requires))
+
+    wheels = {"sgltest-torch": w("sgltest-torch", ["sgltest-dep"]), "sgltest-dep": w("sgltest-dep"),
+              "sgltest-kernel": w("sgltest-kernel", ["sgltest-torch"]), "sgltest-app": w("sgltest-app", ["sgltest-kernel", "sgltest-dep"])}
+    stages = {x.name: x.stage for x in _assign_stages(t, wheels, Platform("3.11.2", "2.36"))}
+    assert stages == {"sgltest-torch": "torch", "sgltest-dep": "torch", "sgltest-kernel": "kernel", "sgltest-app": "app"}
+    with pytest.raises(ResolutionError, match="which nothing needs"):
+        _assign_stages(t, {**wheels, "stray": w("stray")}, Platform("3.11.2", "2.36"))
