@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 TARGET ?=
 
-.PHONY: image test bench host lock pipeline clean-images
+.PHONY: image test bench host lock pipeline clean-images readme-features
 
 $(BIN)/sglbuild: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ pipeline: $(BIN)/sglbuild host
 ## lock: re-resolve the default target (network needed)
 lock: $(BIN)/sglbuild
 	$(BIN)/sglbuild lock $(TARGET)
+
+## readme-features: regenerate the README's feature table from the default image's evidence
+readme-features: $(BIN)/sglbuild
+	$(BIN)/python ci/readme_features.py
 
 ## clean-images: remove every image and container sglbuild made (by its labels and repositories)
 clean-images:

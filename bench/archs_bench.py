@@ -1,7 +1,10 @@
-"""`sglbuild archs` against `cuobjdump --list-elf` on torch's libtorch_cuda.so, and static verify's time.
+"""`sglbuild archs` against cuobjdump: every GPU file of the wheelhouse, then torch's libtorch_cuda.so; static verify's time.
 
-Both tools read the same 1 GB file in the same run; each runs as its own process so its
-peak memory (max RSS) is its own. Prints a side-by-side table.
+1. The whole wheelhouse: every ELF, archive and fatbin member of every wheel, extracted once,
+   read by sglbuild's reader and by `cuobjdump --list-elf --list-ptx` (no cached answers):
+   how many GPU files get the same answer, and the time each tool spent.
+2. libtorch_cuda.so (1 GB): each tool as its own process, so its peak memory (max RSS) is its own.
+3. `sglbuild verify IMAGE --gpu off` on the default image (the JIT probe and feature table included).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "tests"))
+from authority import compare_wheelhouse  # noqa: E402
 from builder.lock import check_lock  # noqa: E402
 from builder.profile import load_profile  # noqa: E402
 
@@ -42,7 +47,26 @@ def cuobjdump() -> str:
     return str(hits[0])
 
 
+def wheelhouse_agreement() -> dict:
+    rows, spent = compare_wheelhouse(ROOT / "wheels", cuobjdump())
+    gpu = [r for r in rows if r.theirs.entries or r.ours.entries]
+    same = sum(r.agree for r in gpu)
+    kinds = {"libraries": sum(".so" in r.file.rsplit("/", 1)[-1] for r in gpu), "cubins": sum(r.file.endswith(".cubin") for r in gpu),
+             "archives": sum(r.file.endswith(".a") for r in gpu)}
+    print(f"\nwhole wheelhouse: {len(rows)} ELF/archive/fatbin files read, {len(gpu)} with GPU code "
+          f"({kinds['libraries']} libraries, {kinds['cubins']} cubins, {kinds['archives']} archives)")
+    print(f"{'':28} {'sglbuild archs':>15} {'cuobjdump':>12} {'ratio':>8}  target")
+    print(f"{'GPU files, same answer':28} {same:>10}/{len(gpu):<4} {'':>12} {'':>8}  N/N")
+    print(f"{'reading time (extracted)':28} {spent['ours_s']:14.2f}s {spent['cuobjdump_s']:11.2f}s "
+          f"{spent['cuobjdump_s'] / max(spent['ours_s'], 1e-9):7.1f}x")
+    for r in gpu:
+        if not r.agree:
+            print(f"  DIFFERS {r.file}: ours {r.ours}, cuobjdump {r.theirs}")
+    return {"files": len(rows), "gpu_files": len(gpu), "same": same, **kinds, **spent}
+
+
 def main() -> None:
+    wheelhouse = wheelhouse_agreement()
     profile = load_profile(ROOT / "sglbuild.toml")
     target = profile.target(None)
     lock = check_lock(profile, target)
@@ -60,7 +84,7 @@ def main() -> None:
             theirs_runs.append(timed([cuobjdump(), "--list-elf", str(so)]))
         ours_s, ours_mb, ours_out = sorted(ours_runs)[1]
         theirs_s, theirs_mb, theirs_out = sorted(theirs_runs)[1]
-    ours = {a.rstrip("f") for a in json.loads(ours_out)[0]["sass"]}
+    ours = set(json.loads(ours_out)[0]["sass"])
     theirs = set(re.findall(r"\.(sm_\d+a?)\.cubin", theirs_out))
     image = target.human_tag
     verify_s, _, _ = timed([sys.executable, "-m", "builder.cli", "verify", image, "--gpu", "off"], cwd=ROOT)
@@ -75,7 +99,7 @@ def main() -> None:
     out = ROOT / "out"
     out.mkdir(exist_ok=True)
     (out / "bench-archs.json").write_text(json.dumps({
-        "archs_s": ours_s, "archs_mb": ours_mb, "cuobjdump_s": theirs_s, "cuobjdump_mb": theirs_mb,
+        "wheelhouse": wheelhouse, "archs_s": ours_s, "archs_mb": ours_mb, "cuobjdump_s": theirs_s, "cuobjdump_mb": theirs_mb,
         "same": ours == theirs, "sass": sorted(ours), "verify_s": verify_s}, indent=2))
 
 

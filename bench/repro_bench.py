@@ -42,7 +42,7 @@ def main() -> None:
         repo = f"sglbuild-bench/{mode}"
         plan = make_plan(target, lock, profile.revision, reproducible=mode == "reproducible", repo=repo)
         try:
-            runs[mode] = build_image(engine, plan, wheels, reporter, fresh=True)
+            runs[mode] = build_image(engine, plan, wheels, reporter, fresh=True)[1]
             engine.images.tag(runs[mode].image_id, f"{repo}:final")
         finally:
             remove_tags(engine, [repo])

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from .base import ensure_base
 from .contracts import LABEL_MANAGED, LABEL_STAGE_KEY
 from .errors import DiskFull
+from .evidence import complete
 from .normalize import normalize
 from .plan import Plan, PlannedStage
 from .ui import Reporter
@@ -55,8 +56,11 @@ class Built:
 
 
 def build_image(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Reporter, *, fresh: bool = False,
-                verbose: bool = False) -> Built:
-    """base -> stages -> normalize. ``fresh``: ignore every existing base, stage and engine cache."""
+                verbose: bool = False) -> tuple[Plan, Built]:
+    """base -> stages (-> evidence -> final) -> normalize. ``fresh``: ignore every existing base, stage and engine cache.
+
+    Returns the plan as built (a derived target's, completed with the flags its evidence gave) and the image.
+    """
     started = time.monotonic()
     verify_wheelhouse(plan.lock, wheelhouse)
     t0 = time.monotonic()
@@ -65,6 +69,9 @@ def build_image(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Reporter
     reporter.step("base", "built" if base_built else "reused", f"{built.base_seconds:5.1f} s  {plan.base}")
 
     built.stages = build_stages(engine, plan, wheelhouse, reporter, fresh=fresh, verbose=verbose)
+    if plan.awaiting_evidence:
+        plan = complete(engine, plan, built.stages[-1].image_id, reporter, fresh=fresh)
+        built.stages += build_stages(engine, plan, wheelhouse, reporter, fresh=fresh, verbose=verbose, only=[plan.final])
 
     t0 = time.monotonic()
     last = built.stages[-1].image_id
@@ -79,19 +86,21 @@ def build_image(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Reporter
     reporter.step("normalize", "done" if plan.reproducible else "skipped",
                   f"{built.normalize_seconds:5.1f} s  {built.image_id[:19]} ({len(built.layers)} layers)")
     built.seconds = time.monotonic() - started
-    return built
+    return plan, built
 
 
 def build_stages(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Reporter, *, fresh: bool = False,
-                 verbose: bool = False) -> list[StageResult]:
-    todo = list(plan.stages) if fresh else [s for s in plan.stages if engine.images.find(s.tag) is None]
+                 verbose: bool = False, only: list[PlannedStage] | None = None) -> list[StageResult]:
+    """The plan's stages (or ONLY these), each reused by its tag or built FROM its parent's."""
+    stages = only or list(plan.stages)
+    todo = list(stages) if fresh else [s for s in stages if engine.images.find(s.tag) is None]
     results = []
     if not todo:
-        return [_reused(engine, s, reporter) for s in plan.stages]
+        return [_reused(engine, s, reporter) for s in stages]
     _check_disk(engine, plan, wheelhouse, todo)
     network, gateway = engine.networks.build_network()
     with WheelServer(wheelhouse, plan.lock.wheels, gateway, {f.url_path: f.data for f in plan.served}) as server:
-        for stage in plan.stages:
+        for stage in stages:
             if stage not in todo:
                 results.append(_reused(engine, stage, reporter))
                 continue

@@ -106,11 +106,15 @@ class Context:
             return set()
 
     def plan(self, name: str | None, **kw: Any) -> Any:
+        """The target's plan; a derived target's completed from this machine's earlier evidence, if there is some."""
+        from .evidence import cached
         from .lock import check_lock
         from .plan import make_plan
 
         t = self.target(name)
-        return make_plan(t, check_lock(self.profile, t), self.profile.revision, **kw)
+        plan = make_plan(t, check_lock(self.profile, t), self.profile.revision, **kw)
+        known = cached(plan) if plan.awaiting_evidence else None
+        return plan.with_derived(known) if known is not None else plan
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -243,7 +247,7 @@ def build(ctx: Context, target: str | None, quiet: bool, json_mode: bool, verbos
             raise NotReproducible(f"{plan.target.name} is not reproducible: two builds from scratch differ", "see the files listed above")
         return
     reporter.info(f"building {plan.target.name} (lock sha256:{plan.lock.digest[:16]})")
-    built = build_image(engine, plan, ctx.wheelhouse, reporter, fresh=no_cache, verbose=verbose)
+    plan, built = build_image(engine, plan, ctx.wheelhouse, reporter, fresh=no_cache, verbose=verbose)
     released = release(engine, plan, built, reporter, ctx.profile.root / "out")
     reporter.emit({**asdict(built), **asdict(released)})
     reporter.info(f"{released.tag}  {built.image_id[:19]}  {built.size / 1e9:.2f} GB  {built.seconds:.1f} s")
@@ -267,24 +271,37 @@ def archs(paths: tuple[str, ...], target_arch: str | None, json_mode: bool) -> N
     click.echo(json.dumps(rows, indent=2) if json_mode else table_text(rows, target_arch), nl=not json_mode)
 
 
-@cli.command()
+@cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("image")
-@click.option("--arch", "target_arch", default=None, help="Target architecture [default: the image's io.sglbuild.gpu-arch label].")
+@click.argument("run_args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--arch", "target_arch", default=None,
+              help="Target architecture [default: the image's io.sglbuild.gpu-arch label, else this host's GPU].")
+@click.option("--lock", "lock_file", type=click.Path(dir_okay=False), default=None,
+              help="Compare the installed pins with this lock [default: the lock inside the image, if any].")
 @click.option("--gpu", type=click.Choice(["auto", "require", "off"]), default="auto", show_default=True,
               help="GPU checks: when a GPU is there, always (fail without one), or never.")
 @click.option("--model", default=None, help="Model path or Hugging Face ID for the serving check (needs a GPU).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "junit"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "junit", "markdown"]), default="text", show_default=True,
+              help="markdown: the feature table only, for documentation.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="Write the report here too.")
 @pass_ctx
 @handled
-def verify(ctx: Context, image: str, target_arch: str | None, gpu: str, model: str | None, fmt: str, output: str | None) -> None:
-    """Check that IMAGE can serve on its GPU architecture (static checks; GPU checks when a GPU is there)."""
+def verify(ctx: Context, image: str, run_args: tuple[str, ...], target_arch: str | None, lock_file: str | None, gpu: str,
+           model: str | None, fmt: str, output: str | None) -> None:
+    """Check that IMAGE can serve on its GPU architecture (static checks; GPU checks when a GPU is there).
+
+    Any image: one sglbuild built (its labels and lock) or one made by hand (its ENTRYPOINT/CMD).
+    RUN_ARGS, after --, are what you pass to docker run: verify parses the server command they make.
+    """
     from .gate import verify_image
+    from .lock import read_lock_file
     from .verify import repository_lock
 
     engine = ctx.engine
     repo_lock = repository_lock(ctx.profile_or_none, engine.images.get(image).labels or {})
-    report = verify_image(engine, image, target_arch=target_arch, gpu=gpu, model=model, repo_lock=repo_lock)
+    given = read_lock_file(Path(lock_file)) if lock_file else None
+    report = verify_image(engine, image, target_arch=target_arch, gpu=gpu, model=model, repo_lock=repo_lock, lock=given,
+                          run_args=list(run_args[1:] if run_args[:1] == ("--",) else run_args) if run_args else None)
     text = report.render(fmt)
     click.echo(text, nl=False)
     if output:
@@ -375,14 +392,13 @@ def promote(ctx: Context, ref: str, tag: str, require_gpu: bool) -> None:
 def serve(ctx: Context, image_or_target: str | None, model: str | None, preset: str | None, port: int | None,
           public: bool, api_key: str | None, dry_run: bool) -> None:
     """Serve a model from an image (or a target's image) with flags its SGLang accepts."""
-    from .serve import plan_serve
     from .serve import serve as run_server
 
     image = image_or_target
     if image is None or image in ctx.target_names():
         image = ctx.target(image).human_tag
-    p = plan_serve(image, model, preset, port, public=public, api_key=api_key)
-    click.echo(run_server(ctx.engine, p, dry_run, lambda line: click.echo(line, err=True)), nl=False)
+    click.echo(run_server(ctx.engine, image, model=model, preset=preset, port=port, public=public, api_key=api_key,
+                          dry_run=dry_run, say=lambda line: click.echo(line, err=True)), nl=False)
 
 
 def main() -> None:

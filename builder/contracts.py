@@ -55,7 +55,7 @@ BASE_REPO = "sglbuild/base"
 STAGE_REPO = "sglbuild/stage"
 
 # -- the probe's replies ------------------------------------------------------------------------
-PROBE_VERSION = 2  # bumped when a reply's shape changes
+PROBE_VERSION = 3  # bumped when a reply's shape changes
 
 
 @dataclass
@@ -71,15 +71,24 @@ class Outcome:
         return None if d is None else cls(bool(d["ok"]), d.get("value"), d.get("error"))
 
 
+GPU_FILE_KINDS = ("library", "cubin", "fatbin", "relocatable")
+
+
 @dataclass
 class GpuCode:
-    """The GPU code one file carries, named as cuobjdump names it (sm_90a SASS, compute_120 PTX)."""
+    """The GPU code one file carries, named as cuobjdump names it (sm_90a SASS, compute_120 PTX).
+
+    ``kind``: "library" (a shared object's or executable's .nv_fatbin), "cubin" or "fatbin"
+    (standalone, loaded with cuModuleLoad), or "relocatable" (device-link input: __nv_relfatbin,
+    objects, archives), which the driver never loads.
+    """
 
     path: str
     sass: List[str] = field(default_factory=list)
     ptx: List[str] = field(default_factory=list)
     entries: int = 0
     compressed: int = 0
+    kind: str = "library"
 
     @property
     def has_gpu_code(self) -> bool:
@@ -87,7 +96,7 @@ class GpuCode:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "GpuCode":
-        return cls(d["path"], list(d["sass"]), list(d["ptx"]), int(d["entries"]), int(d["compressed"]))
+        return cls(d["path"], list(d["sass"]), list(d["ptx"]), int(d["entries"]), int(d["compressed"]), d.get("kind", "library"))
 
 
 @dataclass
@@ -112,7 +121,9 @@ class StaticReply:
     pip_check: Outcome
     imports: Dict[str, Outcome]  # module -> {version, ...}
     flags: Optional[Outcome]  # the server flags parsed by the image's own SGLang (None: no flags given)
-    libraries: List[GpuCode]  # every library under site-packages with GPU code
+    server_options: Optional[Dict[str, Any]]  # what that parser offers: attention/sampling backend choices, switches
+    jit: Optional[Dict[str, Any]]  # the JIT probe's answer for the target (builder.probe.jit), None when not asked
+    libraries: List[GpuCode]  # every file under site-packages with GPU code
     ldd_missing: Optional[Dict[str, List[str]]]  # library -> sonames ldd cannot find (None: no ldd)
     runtime: Runtime
     lock: Optional[str]  # the text of LOCK_IN_IMAGE, if the image has one
@@ -133,6 +144,8 @@ class StaticReply:
             pip_check=Outcome.from_dict(d["pip_check"]),
             imports={k: Outcome.from_dict(v) for k, v in d["imports"].items()},
             flags=Outcome.from_dict(d["flags"]),
+            server_options=d["server_options"],
+            jit=d["jit"],
             libraries=[GpuCode.from_dict(x) for x in d["libraries"]],
             ldd_missing=d["ldd_missing"],
             runtime=Runtime(**d["runtime"]),

@@ -17,9 +17,10 @@ from .profile import Serve
 _BACKEND_FLAGS = Version("0.3.0")
 
 
-def server_flags(serve: Serve, sglang_version: str) -> list[str]:
+def server_flags(serve: Serve, sglang_version: str, *, address: bool = True) -> list[str]:
+    """The flags for SERVE in this SGLang release; ``address`` False leaves out --host and --port."""
     version = Version(sglang_version)
-    flags: list[str] = ["--host", serve.host, "--port", str(serve.port)]
+    flags: list[str] = ["--host", serve.host, "--port", str(serve.port)] if address else []
     if not serve.cuda_graph:
         flags.append("--disable-cuda-graph")
     if not serve.custom_all_reduce:

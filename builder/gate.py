@@ -93,11 +93,11 @@ def smoke_test(engine: Engine, image_id: str, plan: Plan, reporter: Reporter) ->
 
 
 def verify_image(engine: Engine, image: str, *, target_arch: str | None, gpu: str, model: str | None,
-                 repo_lock: Any) -> Any:
+                 repo_lock: Any, lock: Any = None, run_args: list[str] | None = None) -> Any:
     """``sglbuild verify``: the report; a pass is recorded here for ``push`` and ``promote``."""
     from .verify import verify
 
-    report = verify(engine, image, target_arch=target_arch, gpu=gpu, model=model, repo_lock=repo_lock)
+    report = verify(engine, image, target_arch=target_arch, gpu=gpu, model=model, repo_lock=repo_lock, lock=lock, run_args=run_args)
     if report.passed:
         record_verified(report.image_id, gpu_checked=any(c.id == "gpu-compute" and c.status == "pass" for c in report.checks))
     return report

@@ -115,6 +115,14 @@ def parse_lock(text: str, source: str) -> Lock:
         raise LockError(f"{source}: malformed lock ({type(exc).__name__}: {exc})", "re-create it with 'sglbuild lock'") from None
 
 
+def read_lock_file(path: Path) -> Lock:
+    """A lock file by path (``verify --lock FILE``)."""
+    try:
+        return parse_lock(path.read_text(), str(path))
+    except FileNotFoundError:
+        raise LockError(f"{path}: no such lock file") from None
+
+
 def read_lock(profile: Profile, target: Target) -> Lock:
     path = lock_path(profile, target)
     try:

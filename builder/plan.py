@@ -108,11 +108,24 @@ class Plan:
     sbom: str
     served: tuple[ServedFile, ...]
     values: dict = field(repr=False)  # what the template renders with
+    revision: str = "unknown"
     reproducible: bool = True
     repo: str | None = None  # stages tag into REPO instead of the shared stage repository
+    awaiting_evidence: bool = False  # [serve] preset = "derived" and no evidence yet: no final stage until there is
+
+    @property
+    def evidence_stage(self) -> PlannedStage:
+        """The stage whose image the evidence for derived settings is read from: the last one that installs wheels."""
+        return [s for s in self.stages if s.spec.kind == STAGE_WHEELS][-1]
+
+    def with_derived(self, flags: tuple[str, ...]) -> "Plan":
+        """This plan, completed with the server flags derived from the evidence."""
+        return make_plan(self.target, self.lock, self.revision, reproducible=self.reproducible, repo=self.repo, derived=flags)
 
     @property
     def final(self) -> PlannedStage:
+        if self.awaiting_evidence:
+            raise ValueError("a derived target's final stage waits for the evidence (builder.evidence.complete)")
         return self.stages[-1]
 
     @property
@@ -127,7 +140,11 @@ class Plan:
     def dockerfile(self) -> str:
         """The whole multi-stage Dockerfile, for people to read and diff."""
         whole = [replace(s.spec, parent=self.base if i == 0 else self.stages[i - 1].name) for i, s in enumerate(self.stages)]
-        return render_dockerfile(self.values, whole, header=True)
+        text = render_dockerfile(self.values, whole, header=True)
+        if self.awaiting_evidence:
+            text += (f"\n# final: its server flags are derived from the evidence of stage {self.evidence_stage.name}'s image\n"
+                     "# (sglbuild build reads it; sglbuild render shows the stage once that image was probed here)\n")
+        return text
 
     def to_dict(self, present: dict[str, bool] | None = None) -> dict:
         """``sglbuild plan --json``: PRESENT says which stage tags the engine already has."""
@@ -139,7 +156,9 @@ class Plan:
             "lock": f"sha256:{self.lock.digest}",
             "base": {"ref": self.base, "next_build": state(self.base)},
             "stages": [{"name": s.name, "kind": s.spec.kind, "key": s.key, "tag": s.tag, "parent": s.spec.parent,
-                        "wheels": len(s.spec.wheels), "next_build": state(s.tag)} for s in self.stages],
+                        "wheels": len(s.spec.wheels), "next_build": state(s.tag)} for s in self.stages]
+                      + ([{"name": STAGE_FINAL, "kind": STAGE_FINAL, "key": None, "tag": None,
+                           "next_build": f"build once {self.evidence_stage.name} is probed (derived flags)"}] if self.awaiting_evidence else []),
             "labels": self.labels,
             "serve_flags": list(self.serve_flags),
         }
@@ -173,12 +192,14 @@ def labels(target: Target, lock: Lock, revision: str, flags: tuple[str, ...]) ->
 
 
 def target_flags(target: Target, lock: Lock) -> tuple[str, ...]:
-    """The default server flags, spelled for the locked SGLang (none without [serve])."""
+    """The default server flags, spelled for the locked SGLang (none without [serve]; derived ones come from evidence)."""
     if target.serve is None:
         return ()
     sglang = lock.wheel("sglang")
     if sglang is None:
         raise InputError(f"target {target.name!r} has [serve] settings but its lock has no sglang")
+    if target.serve.derived:
+        raise ValueError("derived server flags come from the evidence, not the profile")
     return tuple(server_flags(target.serve, sglang.version))
 
 
@@ -209,8 +230,11 @@ def helpers_wheel() -> tuple[Wheel, bytes]:
     return Wheel(HELPERS_NAME, version, filename, hashlib.sha256(data).hexdigest(), None, TOOLS), data
 
 
-def make_plan(target: Target, lock: Lock, revision: str, *, reproducible: bool = True, repo: str | None = None) -> Plan:
-    flags = target_flags(target, lock)
+def make_plan(target: Target, lock: Lock, revision: str, *, reproducible: bool = True, repo: str | None = None,
+              derived: tuple[str, ...] | None = None) -> Plan:
+    """The plan; for a target whose settings are derived, DERIVED are the flags the evidence gave (None: not yet)."""
+    awaiting = bool(target.serve and target.serve.derived and derived is None)
+    flags = (derived or ()) if target.serve and target.serve.derived else target_flags(target, lock)
     sbom = sbom_json(target, lock)
     helpers, helpers_data = helpers_wheel()
     final_files = [ServedFile(SERVED_LOCK, lock.to_json().encode(), LOCK_IN_IMAGE),
@@ -228,7 +252,7 @@ def make_plan(target: Target, lock: Lock, revision: str, *, reproducible: bool =
     base = f"{repo}:base" if repo else base_ref(target, lock)
     stages: list[PlannedStage] = []
     parent = base
-    for spec in stage_specs(target, lock):
+    for spec in stage_specs(target, lock)[:-1] if awaiting else stage_specs(target, lock):
         spec = replace(spec, parent=parent)
         text = render_dockerfile(values, [spec], header=False)
         key = hashlib.sha256(text.encode()).hexdigest()
@@ -236,7 +260,7 @@ def make_plan(target: Target, lock: Lock, revision: str, *, reproducible: bool =
         parent = stages[-1].tag
     return Plan(target=target, lock=lock, base=base, stages=tuple(stages), labels=labels(target, lock, revision, flags),
                 serve_flags=flags, sbom=sbom, served=(*final_files, ServedFile(helpers.filename, helpers_data)),
-                values=values, reproducible=reproducible, repo=repo)
+                values=values, revision=revision, reproducible=reproducible, repo=repo, awaiting_evidence=awaiting)
 
 
 def plans_text(plans: list[Plan], present: dict[str, bool] | None) -> str:
@@ -259,6 +283,8 @@ def plans_text(plans: list[Plan], present: dict[str, bool] | None) -> str:
         lines.append(f"{p.target.name}  lock sha256:{p.lock.digest[:16]}  -> {p.human_tag}")
         lines.append(row("base", p.base, p.base.rpartition(":")[2], p.target.name))
         lines += [row(s.name, s.tag, s.key, p.target.name) for s in p.stages]
+        if p.awaiting_evidence:
+            lines.append(f"  {'final':<10} {'(pending)':<16}  build  flags derived from the evidence of {p.evidence_stage.name}")
     if present is None:
         lines.append("(no engine answers: '?' where it would say reuse or build)")
     return "\n".join(lines) + "\n"

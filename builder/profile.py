@@ -77,7 +77,11 @@ class Base:
 
 @dataclass(frozen=True)
 class Serve:
-    """Serving defaults as settings; :mod:`builder.flags` turns them into SGLang flags."""
+    """Serving defaults as settings; :mod:`builder.flags` turns them into SGLang flags.
+
+    ``derived``: the settings are not written here but chosen at build time from the image's
+    evidence (:func:`builder.features.derive`): the fastest configuration proven for gpu_arch.
+    """
 
     cuda_graph: bool = True
     custom_all_reduce: bool = True
@@ -86,6 +90,12 @@ class Serve:
     attention_backend: str | None = None
     host: str = "0.0.0.0"
     port: int = 8000
+    derived: bool = False
+
+
+# Presets for [serve]: the field report's five flags (every accelerator off), and evidence.
+COMPAT = Serve(cuda_graph=False, custom_all_reduce=False, flashinfer=False, radix_cache=False, attention_backend="torch_native")
+SERVE_PRESETS = {"compat": COMPAT, "derived": Serve(derived=True)}
 
 
 @dataclass(frozen=True)
@@ -332,15 +342,23 @@ def _parse_target(name: str, r: _Reader) -> Target:
     serve = None
     if "serve" in r.table:
         v = r.sub("serve")
-        v.check_keys({"cuda_graph", "custom_all_reduce", "flashinfer", "radix_cache", "attention_backend", "host", "port"})
+        settings = ("cuda_graph", "custom_all_reduce", "flashinfer", "radix_cache", "attention_backend")
+        v.check_keys({"preset", *settings, "host", "port"})
+        preset = v.get("preset", str, None)
+        if preset is not None and preset not in SERVE_PRESETS:
+            raise v.fail("preset", f"{preset!r} is not a preset ({', '.join(SERVE_PRESETS)})")
+        start = SERVE_PRESETS[preset] if preset else Serve()
+        if start.derived and any(k in v.table for k in settings):
+            raise v.fail("preset", "'derived' settings come from the image's evidence: drop " + ", ".join(k for k in settings if k in v.table))
         serve = Serve(
-            cuda_graph=v.get("cuda_graph", bool, True),
-            custom_all_reduce=v.get("custom_all_reduce", bool, True),
-            flashinfer=v.get("flashinfer", bool, True),
-            radix_cache=v.get("radix_cache", bool, True),
-            attention_backend=v.get("attention_backend", str, None),
+            cuda_graph=v.get("cuda_graph", bool, start.cuda_graph),
+            custom_all_reduce=v.get("custom_all_reduce", bool, start.custom_all_reduce),
+            flashinfer=v.get("flashinfer", bool, start.flashinfer),
+            radix_cache=v.get("radix_cache", bool, start.radix_cache),
+            attention_backend=v.get("attention_backend", str, start.attention_backend),
             host=v.get("host", str, "0.0.0.0"),
             port=v.get("port", int, 8000),
+            derived=start.derived,
         )
         if not serve.flashinfer and serve.attention_backend in (None, "flashinfer"):
             raise v.fail("attention_backend", "flashinfer = false needs another attention backend, e.g. 'torch_native'")

@@ -21,7 +21,11 @@ class Report:
     image: str
     image_id: str
     target_arch: str
+    arch_source: str = ""  # where the architecture came from: --arch, the image's label, this host's GPU
     checks: list[Check] = field(default_factory=list)
+    facts: dict[str, str] = field(default_factory=dict)  # installed versions, reported as they are
+    features: list[dict] = field(default_factory=list)  # the feature table (builder.features), as dicts
+    derived: list[str] = field(default_factory=list)  # the flags the evidence supports (builder.features.derive)
     seconds: float = 0.0
 
     @property
@@ -39,9 +43,15 @@ class Report:
         return {**asdict(self), "passed": self.passed}
 
     def text(self) -> str:
-        lines = [f"verify {self.image} ({self.image_id[:19]}) for {self.target_arch}"]
+        lines = [f"verify {self.image} ({self.image_id[:19]}) for {self.target_arch} ({self.arch_source})"]
+        if self.facts:
+            lines.append("  versions  " + "; ".join(f"{k} {v}" for k, v in self.facts.items()))
         for c in self.checks:
             lines.append(f"  {c.status.upper():<4}  {c.name:<22} {c.detail}")
+        if self.features:
+            lines.append(f"  features on {self.target_arch}:")
+            lines += [f"    {f['name']:<28} {f['state']:<4} {f['evidence']}" for f in self.features]
+            lines.append(f"  derived for {self.target_arch}: {' '.join(self.derived) or '(no SGLang server flags to derive)'}")
         counts = {s: sum(c.status == s for c in self.checks) for s in ("pass", "fail", "skip")}
         verdict_ = "PASSED" if self.passed else "FAILED"
         lines.append(f"{verdict_}: {counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped in {self.seconds:.1f} s")
@@ -51,6 +61,11 @@ class Report:
         suite = ET.Element("testsuite", name=f"sglbuild verify {self.image}", tests=str(len(self.checks)),
                            failures=str(len(self.failed)),
                            skipped=str(sum(c.status == "skip" for c in self.checks)), time=f"{self.seconds:.2f}")
+        props = ET.SubElement(suite, "properties")
+        for name, value in [("arch", f"{self.target_arch} ({self.arch_source})"), *self.facts.items(),
+                            *((f"feature {f['name']}", f"{f['state']}: {f['evidence']}") for f in self.features),
+                            ("derived", " ".join(self.derived))]:
+            ET.SubElement(props, "property", name=name, value=value)
         for c in self.checks:
             case = ET.SubElement(suite, "testcase", classname="sglbuild.verify", name=c.name, time=f"{c.seconds:.2f}")
             if c.status == "fail":
@@ -61,5 +76,14 @@ class Report:
                 ET.SubElement(case, "system-out").text = c.detail
         return ET.tostring(ET.ElementTree(suite).getroot(), encoding="unicode", xml_declaration=True) + "\n"
 
+    def markdown(self) -> str:
+        """The feature table, for documentation: generated from the image's evidence, never written by hand."""
+        lines = [f"| on {self.target_arch} | available | evidence |", "|---|---|---|"]
+        lines += [f"| {f['name']} | {f['state']} | {f['evidence'].replace('|', '/')} |" for f in self.features if f["available"] is not None]
+        lines.append("")
+        lines.append(f"Derived for {self.target_arch}: `{' '.join(self.derived)}`")
+        return "\n".join(lines) + "\n"
+
     def render(self, fmt: str) -> str:
-        return {"text": self.text, "junit": self.junit, "json": lambda: json.dumps(self.to_dict(), indent=2) + "\n"}[fmt]()
+        return {"text": self.text, "junit": self.junit, "json": lambda: json.dumps(self.to_dict(), indent=2) + "\n",
+                "markdown": self.markdown}[fmt]()

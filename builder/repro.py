@@ -30,7 +30,7 @@ def check_reproducible(engine: Engine, make_plan: Callable[[str], Plan], wheelho
     try:
         for p in plans:
             reporter.info(f"from-scratch build into {p.repo}")
-            built = build_image(engine, p, wheelhouse, reporter, fresh=True)
+            _, built = build_image(engine, p, wheelhouse, reporter, fresh=True)
             engine.images.tag(built.image_id, f"{p.repo}:final")
             runs.append(built)
         a, b = runs

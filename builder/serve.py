@@ -1,8 +1,10 @@
 """``sglbuild serve``: run an image's server the way the field report did, with flags it accepts.
 
-The image's entrypoint adds its default (compatibility) flags; a preset adds the
-model-specific ones from the field report. ``--dry-run`` prints the exact ``docker run``
-command after the image's own SGLang has parsed every flag it will get.
+The server gets the image's default flags (an sglbuild image's label, or the flags in a
+hand-made image's ENTRYPOINT/CMD) and a preset's model-specific ones from the field report.
+``serve`` starts ``python -m sglang.launch_server`` with all of them spelled out, so
+``--dry-run`` prints every flag the server will get, after the image's own SGLang has parsed
+them.
 
 The server is published on 127.0.0.1 unless the user asks for a public address; a public
 server always gets SGLang's ``--api-key`` (generated and printed once when none is given),
@@ -23,7 +25,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .contracts import LABEL_SERVE_FLAGS, Outcome
+from .command import server_command
+from .contracts import Outcome
 from .errors import CheckFailed, EnvironmentProblem, InputError
 
 if TYPE_CHECKING:
@@ -61,10 +64,14 @@ class ServePlan:
     flags: tuple[str, ...]  # after --model-path: the preset's and the common ones
     bind: str = LOOPBACK  # the host address the port is published on
     api_key: str | None = field(default=None, repr=False)
+    defaults: tuple[str, ...] = ()  # the image's own default flags, first
+    launcher: tuple[str, ...] = ("python", "-m", "sglang.launch_server")
+    environment: tuple[tuple[str, str], ...] = ()
 
     @property
     def server_args(self) -> list[str]:
-        return ["--model-path", self.model, *self.flags, *(["--api-key", self.api_key] if self.api_key else [])]
+        """Every flag the server gets, in order: the image's defaults, the model, the preset's, the key."""
+        return [*self.defaults, "--model-path", self.model, *self.flags, *(["--api-key", self.api_key] if self.api_key else [])]
 
     @property
     def auth_header(self) -> dict[str, str]:
@@ -79,19 +86,22 @@ class ServePlan:
                "-v", f"{os.path.expanduser(HF_CACHE)}:/root/.cache/huggingface"]
         if self.model_dir:
             cmd += ["-v", f"{self.model_dir}:/model:ro"]
-        cmd += ["-e", f"PYTORCH_CUDA_ALLOC_CONF={ALLOC_CONF}", "--shm-size", self.shm]
+        for key, value in self.environment:
+            cmd += ["-e", f"{key}={value}"]
+        cmd += ["--shm-size", self.shm]
         if self.name:
             cmd += ["--name", self.name]
-        return [*cmd, self.image, *self.server_args]
+        return [*cmd, "--entrypoint", self.launcher[0], self.image, *self.launcher[1:], *self.server_args]
 
 
 def _looks_like_path(model: str) -> bool:
     return model.startswith(("/", "./", "../", "~")) or os.path.exists(model)
 
 
-def plan_serve(image: str, model: str | None, preset: str | None, port: int | None, *, name: str | None = "",
-               public: bool = False, api_key: str | None = None) -> ServePlan:
-    """What ``serve`` will run; ``name`` None for an unnamed container, "" for one named after the model."""
+def plan_serve(image: str, config: dict, labels: dict[str, str], model: str | None, preset: str | None, port: int | None, *,
+               name: str | None = "", public: bool = False, api_key: str | None = None) -> ServePlan:
+    """What ``serve`` will run from IMAGE (its CONFIG and LABELS); ``name`` None for an unnamed container,
+    "" for one named after the model."""
     p = PRESETS.get(preset or "")
     if preset and p is None:
         raise InputError(f"no preset {preset!r}", f"presets: {', '.join(PRESETS)}")
@@ -108,19 +118,39 @@ def plan_serve(image: str, model: str | None, preset: str | None, port: int | No
         name = "sglang-" + re.sub(r"[^a-z0-9]+", "-", (model_dir or model).rsplit("/", 1)[-1].lower()).strip("-")
     if public and not api_key:
         api_key = secrets.token_urlsafe(24)
+    command = server_command(config, labels, None)
+    if command.flags is None:
+        raise InputError(f"{image} starts no SGLang server ({command.source})", "serve an image with SGLang's launch_server")
     return ServePlan(image, model, model_dir, port or (p.port if p else 30000), p.shm if p else "8g", name,
-                     (*(p.flags if p else ()), *COMMON_FLAGS), "0.0.0.0" if public else LOOPBACK, api_key)
+                     (*(p.flags if p else ()), *COMMON_FLAGS), "0.0.0.0" if public else LOOPBACK, api_key,
+                     defaults=tuple(_without_model(command.flags)), launcher=command.launcher, environment=_allocator_env(config))
 
 
-def check_flags(engine: Engine, p: ServePlan) -> list[str]:
-    """Parse the image's default flags plus the plan's with the image's own SGLang; return them all."""
-    image = engine.images.get(p.image)
-    defaults = json.loads((image.labels or {}).get(LABEL_SERVE_FLAGS, "[]") or "[]")
-    flags = [*defaults, *p.server_args]
-    outcome = Outcome.from_dict(engine.containers.probe(image.id, ["flags", json.dumps(flags)]))
+def _without_model(flags: list[str]) -> list[str]:
+    """The image's defaults minus a --model-path the hand-made command may carry (the plan gives its own)."""
+    out, skip = [], False
+    for flag in flags:
+        if skip:
+            skip = False
+        elif flag == "--model-path":
+            skip = True
+        elif not flag.startswith("--model-path="):
+            out.append(flag)
+    return out
+
+
+def _allocator_env(config: dict) -> tuple[tuple[str, str], ...]:
+    """The field report's allocator setting, unless the image sets one: torch 2.9 reads PYTORCH_ALLOC_CONF
+    (and warns at every start for the old name); older torch reads only PYTORCH_CUDA_ALLOC_CONF."""
+    names = {e.split("=", 1)[0] for e in config.get("Env") or []}
+    return () if names & {"PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF"} else (("PYTORCH_CUDA_ALLOC_CONF", ALLOC_CONF),)
+
+
+def check_flags(engine: Engine, p: ServePlan) -> None:
+    """Every flag the server will get, parsed by the image's own SGLang."""
+    outcome = Outcome.from_dict(engine.containers.probe(p.image, ["flags", json.dumps(p.server_args)]))
     if not outcome.ok:
         raise CheckFailed(f"the SGLang in {p.image} rejects the server flags: {outcome.error}")
-    return flags
 
 
 def port_free(bind: str, port: int) -> bool:
@@ -136,8 +166,9 @@ def start(engine: Engine, p: ServePlan) -> Any:
     volumes = {os.path.expanduser(HF_CACHE): {"bind": "/root/.cache/huggingface", "mode": "rw"}}
     if p.model_dir:
         volumes[p.model_dir] = {"bind": "/model", "mode": "ro"}
-    return engine.containers.serve(p.image, p.server_args, name=p.name, shm=p.shm, ports={"8000/tcp": (p.bind, p.port)},
-                                   volumes=volumes, environment={"PYTORCH_CUDA_ALLOC_CONF": ALLOC_CONF})
+    return engine.containers.serve(p.image, [*p.launcher[1:], *p.server_args], entrypoint=[p.launcher[0]], name=p.name,
+                                   shm=p.shm, ports={"8000/tcp": (p.bind, p.port)}, volumes=volumes,
+                                   environment=dict(p.environment))
 
 
 def wait_healthy(container: Any, url: str, api_key: str | None = None, timeout: float = 900) -> None:
@@ -161,8 +192,11 @@ def dry_run_text(p: ServePlan) -> str:
     return shlex.join(p.docker_run()) + "\n"
 
 
-def serve(engine: Engine, p: ServePlan, dry_run: bool, say: Any) -> str:
-    """Check, then print (dry run) or start the server and wait for it; returns what to print on stdout."""
+def serve(engine: Engine, image_ref: str, *, model: str | None, preset: str | None, port: int | None, public: bool,
+          api_key: str | None, dry_run: bool, say: Any) -> str:
+    """Plan, check, then print (dry run) or start the server and wait for it; returns what to print on stdout."""
+    image = engine.images.get(image_ref)
+    p = plan_serve(image_ref, image.attrs.get("Config") or {}, image.labels or {}, model, preset, port, public=public, api_key=api_key)
     if not dry_run:
         if not port_free(p.bind, p.port):
             raise InputError(f"port {p.port} is in use on {p.bind}", "pass --port N")

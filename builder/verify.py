@@ -15,8 +15,12 @@ import time
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
-from .contracts import LABEL_GPU_ARCH, LABEL_LOCK_DIGEST, LABEL_REQUIRE_NATIVE, LABEL_SERVE_FLAGS, LABEL_TARGET, TOOLS, GpuCode, StaticReply
+from .command import ServerCommand, server_command
+from .contracts import LABEL_GPU_ARCH, LABEL_LOCK_DIGEST, LABEL_REQUIRE_NATIVE, LABEL_TARGET, LOCK_IN_IMAGE, TOOLS, GpuCode, StaticReply
 from .errors import InputError, LockError, ProfileError
+from .features import Feature, derive, features
+from .flags import server_flags
+from .host import gpus
 from .lock import Lock, parse_lock
 from .probe.fatbin import arch_key, verdict
 from .report import Report
@@ -27,13 +31,6 @@ if TYPE_CHECKING:
 
 # Libraries provided by the NVIDIA container runtime on a GPU host, not by the image.
 DRIVER_LIBS = {"libcuda.so.1", "libnvidia-ml.so.1", "libnvidia-ptxjitcompiler.so.1"}
-# Which libraries a serving feature runs on; JIT-compiled backends have none to check.
-ATTENTION_LIBS = {
-    "fa3": ["sgl_kernel/*flash_ops*.so"],
-    "flashmla": ["sgl_kernel/*flashmla_ops*.so"],
-    "torch_native": ["torch/lib/libtorch_cuda.so"],
-}
-CUSTOM_ALL_REDUCE_LIBS = ["sgl_kernel/*mscclpp*.so*", "sgl_kernel/*/common_ops*.so"]
 
 
 def _relative(path: str, site_packages: list[str]) -> str:
@@ -59,65 +56,113 @@ def repository_lock(profile: Profile | None, labels: dict[str, str]) -> Lock | N
         return None
 
 
-def verify(engine: Engine, image_ref: str, *, target_arch: str | None = None, gpu: str = "auto",
-           model: str | None = None, repo_lock: Lock | None = None) -> Report:
+def resolve_arch(target_arch: str | None, labels: dict[str, str]) -> tuple[str, str]:
+    """The architecture to verify for, and where it came from."""
+    if target_arch:
+        return target_arch, "from --arch"
+    if labels.get(LABEL_GPU_ARCH):
+        return labels[LABEL_GPU_ARCH], f"from the image's {LABEL_GPU_ARCH} label"
+    found = gpus()
+    if found:
+        return found[0].arch, f"from this host's GPU: {found[0].name}, compute {found[0].capability}"
+    raise InputError("no architecture to verify for: no --arch, no io.sglbuild.gpu-arch label, no GPU on this host",
+                     "pass --arch, e.g. --arch sm_120")
+
+
+def versions(data: StaticReply) -> dict[str, str]:
+    """The installed versions that decide what runs, as facts."""
+    facts = {"Python": data.python}
+    torch = data.imports.get("torch")
+    if torch is not None and torch.ok:
+        facts["torch"] = f"{torch.value.get('version')} (CUDA {torch.value.get('cuda')})"
+    for name in ("sgl-kernel", "sglang-kernel", "sglang", "flashinfer-python", "flashinfer-cubin", "triton"):
+        if name in data.dists:
+            facts[name] = data.dists[name]
+    return facts
+
+
+def verify(engine: Engine, image_ref: str, *, target_arch: str | None = None, gpu: str = "auto", model: str | None = None,
+           repo_lock: Lock | None = None, lock: Lock | None = None, run_args: list[str] | None = None) -> Report:
+    """Check IMAGE_REF for the architecture of --arch, its label or this host's GPU.
+
+    LOCK (``--lock FILE``) is compared with the installed pins when given, else the image's own
+    lock, if it has one; REPO_LOCK is the repository's lock, for drift. RUN_ARGS are the
+    arguments a user passes to ``docker run``, in place of the image's CMD.
+    """
     started = time.monotonic()
     image = engine.images.get(image_ref)
     labels = image.labels or {}
-    arch = target_arch or labels.get(LABEL_GPU_ARCH)
-    if not arch:
-        raise InputError(f"{image_ref} has no {LABEL_GPU_ARCH} label", "pass --arch, e.g. --arch sm_120")
-    report = Report(image_ref, image.id, arch)
-    flags = json.loads(labels.get(LABEL_SERVE_FLAGS, "[]") or "[]")
-    data = StaticReply.from_dict(engine.containers.probe(image.id, ["static", json.dumps(flags)] if flags else ["static"]))
+    arch, arch_source = resolve_arch(target_arch, labels)
+    command = server_command(image.attrs.get("Config") or {}, labels, run_args)
+    args = ["static", "--target", arch] + (["--flags", json.dumps(command.flags)] if command.flags is not None else [])
+    data = StaticReply.from_dict(engine.containers.probe(image.id, args))
     libs = {_relative(c.path, data.site_packages): c for c in data.libraries}
-    _check_pins(report, data, labels, repo_lock)
+    report = Report(image_ref, image.id, arch, arch_source, facts=versions(data))
+    rows = features(data, libs, arch)
+    report.features = [{"name": f.name, "state": f.state, "available": f.available, "evidence": f.evidence} for f in rows]
+    if "sglang" in data.dists:
+        report.derived = server_flags(derive(rows), data.dists["sglang"], address=False)
+    _check_pins(report, data, labels, repo_lock, lock)
     _check_gpu_code(report, libs, json.loads(labels.get(LABEL_REQUIRE_NATIVE, "[]") or "[]"), arch)
     _check_shared_libs(report, data)
-    _check_flags(report, data, flags, libs, arch)
+    _check_flags(report, data, command, rows)
     _check_environment(report, data)
     _gpu_checks(report, engine, image.id, gpu, model, arch)
     report.seconds = time.monotonic() - started
     return report
 
 
-def _check_pins(report: Report, data: StaticReply, labels: dict, repo_lock: Lock | None) -> None:
+def _check_pins(report: Report, data: StaticReply, labels: dict, repo_lock: Lock | None, given: Lock | None) -> None:
+    if given is not None:
+        _compare_pins(report, data, given, "as the given lock")
+        return
     if data.lock is None:
-        report.add("pins", "pins", "fail", "the image carries no lock (/usr/share/sglbuild/lock.json): not built by sglbuild")
+        report.add("pins", "pins", "skip", f"no lock to compare with: the image carries none ({LOCK_IN_IMAGE}); pass --lock FILE")
         return
     digest = "sha256:" + hashlib.sha256(data.lock.encode()).hexdigest()
     if labels.get(LABEL_LOCK_DIGEST) != digest:
         report.add("pins", "pins", "fail", f"the lock inside ({digest[:19]}) is not the one the labels name ({labels.get(LABEL_LOCK_DIGEST)})")
         return
     lock = parse_lock(data.lock, "lock in image")
+    if not _compare_pins(report, data, lock, f"as locked ({digest[:19]})"):
+        return
+    if repo_lock is not None and repo_lock.digest != digest.split(":")[1]:
+        theirs = {w.name: w.version for w in repo_lock.wheels}
+        moved = [f"{w.name} {w.version}->{theirs.get(w.name, 'removed')}" for w in lock.wheels if theirs.get(w.name) != w.version]
+        report.checks[-1].detail += f"; drift from the repository's lock: {', '.join(moved[:5]) or 'same pins, other hashes or base'}"
+
+
+def _compare_pins(report: Report, data: StaticReply, lock: Lock, how: str) -> bool:
     dists = data.dists
     wrong = [f"{w.name} {dists.get(w.name, 'absent')} (lock {w.version})" for w in lock.wheels
              if w.stage != TOOLS and dists.get(w.name) != w.version]
     if wrong:
         report.add("pins", "pins", "fail", f"{len(wrong)} installed versions differ from the lock: {'; '.join(wrong[:4])}")
-        return
-    torch = data.imports["torch"].value if data.imports.get("torch") and data.imports["torch"].ok else {}
-    key = [f"{n} {dists[n]}" for n in ("torch", "sgl-kernel", "sglang") if n in dists]
-    if torch.get("cuda"):
-        key.insert(1, f"CUDA {torch['cuda']}")
-    detail = f"{len(lock.wheels)} wheels as locked ({digest[:19]}): {', '.join(key)}"
-    if repo_lock is not None and repo_lock.digest != digest.split(":")[1]:
-        theirs = {w.name: w.version for w in repo_lock.wheels}
-        moved = [f"{w.name} {w.version}->{theirs.get(w.name, 'removed')}" for w in lock.wheels if theirs.get(w.name) != w.version]
-        detail += f"; drift from the repository's lock: {', '.join(moved[:5]) or 'same pins, other hashes or base'}"
-    report.add("pins", "pins", "pass", detail)
+        return False
+    key = [f"{n} {dists[n]}" for n in ("torch", "sgl-kernel", "sglang-kernel", "sglang") if n in dists]
+    report.add("pins", "pins", "pass", f"{len(lock.wheels)} wheels {how}: {', '.join(key)}")
+    return True
 
 
 def _check_gpu_code(report: Report, libs: dict[str, GpuCode], required: list[str], arch: str) -> None:
-    verdicts = {rel: verdict(c, arch) for rel, c in libs.items()}
+    loadable = {rel: c for rel, c in libs.items() if c.kind == "library"}
+    verdicts = {rel: verdict(c, arch) for rel, c in loadable.items()}
     counts = {v: sum(x == v for x in verdicts.values()) for v in ("native", "ptx-jit", "none")}
     none = sorted(rel for rel, v in verdicts.items() if v == "none")
-    summary = f"{len(libs)} libraries with GPU code: {counts['native']} native, {counts['ptx-jit']} via PTX JIT, {counts['none']} none"
+    summary = f"{len(loadable)} libraries with GPU code: {counts['native']} native, {counts['ptx-jit']} via PTX JIT, {counts['none']} none"
     if none:
         summary += f" ({', '.join(PurePosixPath(n).name for n in none[:6])}{' ...' if len(none) > 6 else ''})"
+    cubins = [c for c in libs.values() if c.kind in ("cubin", "fatbin")]
+    if cubins:
+        ready = sum(verdict(c, arch) == "native" for c in cubins)
+        archs = sorted({a for c in cubins for a in c.sass}, key=arch_key)
+        summary += f"; {len(cubins)} standalone cubins, {ready} for {arch} ({' '.join(archs)})"
+    static = [PurePosixPath(rel).name for rel, c in libs.items() if c.kind == "relocatable"]
+    if static:
+        summary += f"; {len(static)} with device-link code only, never loaded ({', '.join(sorted(static)[:3])})"
     problems = []
     for glob in required:
-        hits = _matching(libs, [glob])
+        hits = _matching(loadable, [glob])
         if not hits:
             problems.append(f"{glob}: no library with GPU code matches")
         for rel, c in sorted(hits.items()):
@@ -148,28 +193,29 @@ def _check_shared_libs(report: Report, data: StaticReply) -> None:
         report.add("shared-libs", "shared libraries", "pass", f"{len(missing)} GPU libraries resolve{note}")
 
 
-def _check_flags(report: Report, data: StaticReply, flags: list[str], libs: dict[str, GpuCode], arch: str) -> None:
-    if not flags:
-        report.add("serve-flags", "serving flags", "skip", "the image declares no default server flags")
+def _check_flags(report: Report, data: StaticReply, command: ServerCommand, rows: list[Feature]) -> None:
+    """The server flags parse with the image's own SGLang, and every feature they select runs on the target."""
+    if command.flags is None:
+        report.add("serve-flags", "serving flags", "skip", f"no SGLang server command in {command.source}: "
+                   "pass the server's arguments after --, as to docker run")
         return
     parsed = data.flags
     if parsed is None or not parsed.ok:
-        report.add("serve-flags", "serving flags", "fail", f"the image's SGLang rejects its default flags: {parsed.error if parsed else 'not parsed'}")
+        why = parsed.error if parsed else "sglang is not importable"
+        report.add("serve-flags", "serving flags", "fail", f"the image's SGLang rejects the flags from {command.source}: {why}")
         return
-    args = parsed.value
-    problems = []
-    backend = args.get("attention_backend")
-    for rel, c in _matching(libs, ATTENTION_LIBS.get(backend or "", [])).items():
-        if verdict(c, arch) == "none":
-            problems.append(f"--attention-backend {backend} runs on {rel}, which has no code for {arch}")
-    if not args.get("disable_custom_all_reduce"):
-        for rel, c in _matching(libs, CUSTOM_ALL_REDUCE_LIBS).items():
-            if verdict(c, arch) == "none":
-                problems.append(f"custom all-reduce is on but {rel} has no code for {arch} (add --disable-custom-all-reduce)")
+    args, table = parsed.value, {f.name: f for f in rows}
+    selected = [f"attention {args.get('attention_backend')}"] if args.get("attention_backend") else []
+    selected += [f"sampling {args['sampling_backend']}"] if args.get("sampling_backend") else []
+    if (args.get("tp_size") or 1) > 1 and not args.get("disable_custom_all_reduce"):  # one GPU all-reduces nothing
+        selected.append("custom all-reduce")
+    selected += [] if args.get("disable_cuda_graph") else ["cuda graphs"]
+    problems = [f"{name}: {table[name].evidence}" for name in selected if name in table and table[name].available is False]
     if problems:
-        report.add("serve-flags", "serving flags", "fail", "; ".join(problems[:3]))
+        report.add("serve-flags", "serving flags", "fail", f"flags from {command.source} select what cannot run on {report.target_arch}: "
+                   + "; ".join(problems[:3]))
     else:
-        report.add("serve-flags", "serving flags", "pass", f"accepted by the image's SGLang: {' '.join(flags)}")
+        report.add("serve-flags", "serving flags", "pass", f"accepted by the image's SGLang (from {command.source}): {' '.join(command.flags)}")
 
 
 def _check_environment(report: Report, data: StaticReply) -> None:

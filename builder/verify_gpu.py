@@ -53,7 +53,8 @@ def _serve_check(engine: Engine, image_id: str, model: str) -> Check:
     settings), ask it the field report's question, report time for 128 tokens and GPU memory."""
     from .serve import plan_serve, start, wait_healthy
 
-    p = plan_serve(image_id, model, "tinyllama", _free_port(), name=None)
+    image = engine.images.get(image_id)
+    p = plan_serve(image_id, image.attrs.get("Config") or {}, image.labels or {}, model, "tinyllama", _free_port(), name=None)
     container = start(engine, p)
     base = f"http://127.0.0.1:{p.port}"
     try:

@@ -35,6 +35,7 @@ class ServerArgs:
         p.add_argument('--sampling-backend', choices=['flashinfer', 'pytorch'])
         p.add_argument('--mem-fraction-static', type=float); p.add_argument('--max-total-tokens', type=int)
         p.add_argument('--log-level'); p.add_argument('--api-key')
+        p.add_argument('--tp-size', '--tensor-parallel-size', dest='tp_size', type=int, default=1)
         for f in ('--disable-cuda-graph', '--disable-radix-cache', '--disable-custom-all-reduce', '--trust-remote-code'):
             p.add_argument(f, action='store_true')
 """,

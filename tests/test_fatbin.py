@@ -1,79 +1,147 @@
-"""The fatbin parser on real nvcc output, checked against cuobjdump where it is installed."""
+"""The GPU-code reader on real nvcc output and on the real wheelhouse, held against cuobjdump.
+
+cuobjdump (PyPI's nvidia-cuda-cuobjdump, a test dependency) is the authority: every fixture and
+every GPU file of the default wheelhouse must get cuobjdump's answer, kind by kind.
+"""
 
 from __future__ import annotations
 
 import io
-import sys
+import json
+import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from authority import Listing, compare_wheelhouse, cuobjdump_listing, find_cuobjdump
 from builder.contracts import GpuCode
 from builder.errors import FatbinError
 from builder.probe.fatbin import arch_key, scan_file, scan_stream, scan_wheel, verdict
-from support import make_wheel, run_cli
+from conftest import CACHE, need_nvcc
+from support import ROOT, make_wheel, run_cli
 
 KERNELS = """
 extern "C" __global__ void scale(float* x, float a) { x[threadIdx.x] *= a; }
 extern "C" __global__ void add(float* x, float a) { x[threadIdx.x] += a; }
 """
+DEVICE_FN = 'extern "C" __device__ float twice(float x) { return 2 * x; }\n'
+CALLER = 'extern "C" __device__ float twice(float x);\nextern "C" __global__ void k(float* x) { x[threadIdx.x] = twice(x[threadIdx.x]); }\n'
+RDC = ["-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=[sm_90,compute_90]"]
+
+# name: (nvcc flags for a shared object, SASS, PTX) — names as cuobjdump gives them ('f' SASS is listed plain).
 VARIANTS = {
     "sass": (["-gencode", "arch=compute_120,code=sm_120"], {"sm_120"}, set()),
     "arch_specific": (["-gencode", "arch=compute_120a,code=sm_120a"], {"sm_120a"}, set()),
+    "family": (["-gencode", "arch=compute_120f,code=sm_120f"], {"sm_120"}, set()),
+    "family_other": (["-gencode", "arch=compute_100f,code=sm_103f"], {"sm_103"}, set()),
     "ptx_only": (["-gencode", "arch=compute_120,code=compute_120"], set(), {"compute_120"}),
+    "ptx_arch_specific": (["-gencode", "arch=compute_120a,code=compute_120a"], set(), {"compute_120a"}),
+    "ptx_family": (["-gencode", "arch=compute_120f,code=compute_120f"], set(), {"compute_120f"}),
     "several": (["-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90a,code=sm_90a",
                  "-gencode", "arch=compute_120,code=[sm_120,compute_120]"], {"sm_80", "sm_90a", "sm_120"}, {"compute_120"}),
     "compressed": (["-gencode", "arch=compute_120,code=sm_120", "-Xfatbin", "-compress-all"], {"sm_120"}, set()),
 }
+CUBINS = {"sm_120": "sm_120", "sm_120a": "sm_120a", "sm_120f": "sm_120", "sm_90a": "sm_90a", "sm_100a": "sm_100a", "sm_80": "sm_80"}
+
+
+def nvcc(*args: str) -> None:
+    subprocess.run([need_nvcc(), *args], check=True, capture_output=True)
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> dict[str, Path]:
-    nvcc = shutil.which("nvcc")
-    if nvcc is None:
-        pytest.skip("nvcc is not installed: no real fatbins to read")
+    """Real GPU binaries of every kind, made by nvcc."""
     d = tmp_path_factory.mktemp("fatbins")
     (d / "k.cu").write_text(KERNELS)
     out = {}
     for name, (flags, _, _) in VARIANTS.items():
-        so = d / f"{name}.so"
-        subprocess.run([nvcc, "-shared", "-Xcompiler", "-fPIC", "-o", str(so), str(d / "k.cu"), *flags], check=True, capture_output=True)
-        out[name] = so
+        nvcc("-shared", "-Xcompiler", "-fPIC", "-o", str(d / f"{name}.so"), str(d / "k.cu"), *flags)
+        out[name] = d / f"{name}.so"
+    for arch in CUBINS:  # standalone cubins, as FlashInfer ships them
+        nvcc("-cubin", f"-arch={arch}", "-o", str(d / f"k.{arch}.cubin"), str(d / "k.cu"))
+        out[f"cubin_{arch}"] = d / f"k.{arch}.cubin"
+    nvcc("-fatbin", "-gencode", "arch=compute_120,code=sm_120", "-gencode", "arch=compute_90,code=compute_90", "-o", str(d / "k.fatbin"), str(d / "k.cu"))
+    out["fatbin"] = d / "k.fatbin"
+    # Relocatable device code (-rdc): objects, an archive of them, and two shared objects: one
+    # device-linked (.nv_fatbin beside the objects' __nv_relfatbin, like libnvshmem_host), one
+    # never device-linked (__nv_relfatbin only: nothing the driver can load).
+    (d / "dev.cu").write_text(DEVICE_FN)
+    (d / "kern.cu").write_text(CALLER)
+    for name in ("dev", "kern"):
+        nvcc("-rdc=true", "-c", "-Xcompiler", "-fPIC", *RDC, "-o", str(d / f"{name}.o"), str(d / f"{name}.cu"))
+    subprocess.run(["ar", "rcs", str(d / "libdev.a"), str(d / "dev.o"), str(d / "kern.o")], check=True)
+    nvcc("-dlink", "-Xcompiler", "-fPIC", *RDC, "-o", str(d / "dlink.o"), str(d / "dev.o"), str(d / "kern.o"))
+    subprocess.run(["g++", "-shared", "-o", str(d / "linked.so"), str(d / "dev.o"), str(d / "kern.o"), str(d / "dlink.o")], check=True)
+    subprocess.run(["g++", "-shared", "-o", str(d / "unlinked.so"), str(d / "dev.o"), str(d / "kern.o")], check=True)
+    out.update({"object": d / "dev.o", "archive": d / "libdev.a", "linked": d / "linked.so", "unlinked": d / "unlinked.so"})
     subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(d / "host.so"), "-x", "c", "-"], input=b"int f(void){return 1;}\n", check=True)
     out["host"] = d / "host.so"
     return out
 
 
+@pytest.fixture(scope="module")
+def cuobjdump() -> str:
+    tool = find_cuobjdump()
+    if tool is None:
+        pytest.fail("cuobjdump is not installed: pip install -e '.[test]' (nvidia-cuda-cuobjdump)", pytrace=False)
+    return tool
+
+
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_architectures_of_real_nvcc_output(built, name):
+def test_architectures_of_real_nvcc_output(built, cuobjdump, name):
     code = scan_file(built[name])
     _, sass, ptx = VARIANTS[name]
-    assert set(code.sass) == sass and set(code.ptx) == ptx
+    assert set(code.sass) == sass and set(code.ptx) == ptx and code.kind == "library"
+    assert Listing.of(code) == cuobjdump_listing(cuobjdump, built[name])
     if name == "compressed":
         assert code.compressed == code.entries > 0
     if name == "several":
         assert code.entries == 7  # nvcc 13 writes two ELF images per SASS target, plus the PTX
 
 
-def cuobjdump() -> str | None:
-    """cuobjdump from PATH, or from PyPI's nvidia-cuda-cuobjdump (a test dependency)."""
-    found = shutil.which("cuobjdump")
-    hits = sorted(Path(sys.prefix).glob("lib/python3*/site-packages/nvidia/cu*/bin/cuobjdump"))
-    return found or (str(hits[0]) if hits else None)
+@pytest.mark.parametrize("arch", list(CUBINS))
+def test_standalone_cubins(built, cuobjdump, arch):
+    code = scan_file(built[f"cubin_{arch}"])
+    assert code.sass == [CUBINS[arch]] and code.kind == "cubin" and code.entries == 1
+    assert Listing.of(code) == cuobjdump_listing(cuobjdump, built[f"cubin_{arch}"])
 
 
-def test_matches_cuobjdump_when_installed(built):
-    tool = cuobjdump()
-    if tool is None:
-        pytest.skip("cuobjdump is not installed (pip install nvidia-cuda-cuobjdump)")
-    for name in VARIANTS:
-        listing = subprocess.run([tool, "--list-elf", "--list-ptx", str(built[name])], capture_output=True, text=True).stdout
-        theirs = set(re.findall(r"\.(sm_\d+a?)\.cubin", listing))
-        ours = {a.rstrip("f") for a in scan_file(built[name]).sass}
-        assert ours == theirs, name
+def test_standalone_fatbin(built, cuobjdump):
+    code = scan_file(built["fatbin"])
+    assert (code.sass, code.ptx, code.kind) == (["sm_120"], ["compute_90"], "fatbin")
+    assert Listing.of(code) == cuobjdump_listing(cuobjdump, built["fatbin"])
+
+
+@pytest.mark.parametrize("name", ["object", "archive", "linked", "unlinked"])
+def test_relocatable_code_is_listed_as_cuobjdump_lists_it_and_never_loadable(built, cuobjdump, name):
+    code = scan_file(built[name])
+    assert Listing.of(code) == cuobjdump_listing(cuobjdump, built[name])
+    if name == "linked":  # the device-linked image only: the objects' __nv_relfatbin is not listed
+        assert code.kind == "library" and verdict(code, "sm_90") == "native"
+    else:
+        assert code.kind == "relocatable" and code.sass == ["sm_80", "sm_90"] and code.ptx == ["compute_90"]
+        assert verdict(code, "sm_90") == verdict(code, "sm_120") == "link-only"
+
+
+def test_every_gpu_file_of_the_wheelhouse_gets_cuobjdumps_answer(cuobjdump):
+    """The default target's wheelhouse, file by file: libraries, FlashInfer's cubins, static archives."""
+    from builder.lock import read_lock
+    from builder.profile import load_profile
+
+    profile = load_profile(ROOT / "sglbuild.toml")
+    lock = read_lock(profile, profile.target(None))
+    wheels = ROOT / "wheels"
+    missing = [w.filename for w in lock.wheels if not (wheels / w.filename).is_file()]
+    if missing:
+        pytest.skip(f"wheels/ is not filled ({len(missing)} of {len(lock.wheels)} wheels missing): run 'sglbuild fetch'")
+    rows, _ = compare_wheelhouse(wheels, cuobjdump, cache=CACHE / "cuobjdump-answers.json")
+    gpu = [r for r in rows if r.theirs.entries or r.ours.entries]
+    differ = [f"{r.file}: ours {r.ours}, cuobjdump {r.theirs}" for r in gpu if not r.agree]
+    assert not differ, f"{len(differ)} of {len(gpu)} GPU files differ: " + "; ".join(differ[:5])
+    kinds = {scan_kind for scan_kind in ("cubin", "archive") if any(r.file.endswith(".cubin" if scan_kind == "cubin" else ".a") for r in gpu)}
+    assert len(gpu) > 5000 and kinds == {"cubin", "archive"}
 
 
 def test_no_gpu_code_is_not_an_error(built):

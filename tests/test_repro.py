@@ -72,7 +72,7 @@ def test_plain_build_differs_only_in_what_the_measures_pin(env, engine):
     repo = "sglbuild-test/plain"
     try:
         plan = make_plan(target, check_lock(profile, target), "r", reproducible=False, repo=repo)
-        plain = build_image(engine, plan, project / "wheels", Reporter(quiet=True))
+        _, plain = build_image(engine, plan, project / "wheels", Reporter(quiet=True))
         engine.images.tag(plain.image_id, f"{repo}:final")
         ours = engine.images.get(f"{TEST_IMAGE}:reprotest")
         assert plain.image_id != ours.id and plain.layers != ours.attrs["RootFS"]["Layers"]

@@ -10,7 +10,9 @@ import tarfile
 
 import pytest
 
+from builder.command import ServerCommand
 from builder.contracts import PROBE_VERSION, GpuCode, Outcome, Runtime, StaticReply
+from builder.features import Feature
 from builder.engine.builds import read_build_stream
 from builder.errors import BuildFailed, DiskFull, EngineError, ResolutionError
 from builder.layers import Entry, _read_layer, compare_entries
@@ -58,7 +60,8 @@ def reply(**over) -> StaticReply:
                 dists={"torch": "2.9.1", "sglang": "0.5.9", "triton": "3.5.1", "sgl-kernel": "0.3.21"},
                 pip_check=Outcome(True, "No broken requirements found."), imports={
                     "torch": Outcome(True, {"version": "2.9.1+cu128", "cuda": "12.8"}), "sglang": Outcome(True, {"version": "0.5.9"})},
-                flags=None, libraries=[], ldd_missing={}, runtime=Runtime("/usr/bin/cc", True, True, "/usr/bin/ldd"), lock=None)
+                flags=None, server_options=None, jit=None, libraries=[], ldd_missing={},
+                runtime=Runtime("/usr/bin/cc", True, True, "/usr/bin/ldd"), lock=None)
     return StaticReply(**{**base, **over})
 
 
@@ -82,21 +85,21 @@ def test_required_library_without_target_sass_fails_gpu_code():
 def test_rejected_flags_fail_with_the_parsers_reason():
     report = Report("img", "sha256:x", "sm_120")
     _check_flags(report, reply(flags=Outcome(False, None, "error: unrecognized arguments: --disable-flashinfer")),
-                 ["--disable-flashinfer"], {}, "sm_120")
+                 ServerCommand(["--disable-flashinfer"], "its ENTRYPOINT/CMD"), [])
     assert report.checks[0].status == "fail" and report.checks[0].detail.endswith("unrecognized arguments: --disable-flashinfer")
 
 
-def test_attention_backend_on_a_library_without_code_fails():
+def test_a_flag_that_selects_a_backend_without_code_fails():
     report = Report("img", "sha256:x", "sm_120")
-    libs = {"sgl_kernel/flash_ops.abi3.so": GpuCode("x", ["sm_80", "sm_86", "sm_90a"])}
-    parsed = Outcome(True, {"attention_backend": "fa3", "disable_custom_all_reduce": True})
-    _check_flags(report, reply(flags=parsed), ["--attention-backend", "fa3"], libs, "sm_120")
-    assert report.checks[0].status == "fail" and "runs on sgl_kernel/flash_ops.abi3.so, which has no code for sm_120" in report.checks[0].detail
+    rows = [Feature("attention fa3", False, "sgl_kernel/flash_ops.abi3.so: sm_80 sm_86 sm_90a, no sm_120 SASS")]
+    parsed = Outcome(True, {"attention_backend": "fa3", "disable_custom_all_reduce": True, "disable_cuda_graph": True})
+    _check_flags(report, reply(flags=parsed), ServerCommand(["--attention-backend", "fa3"], "its CMD"), rows)
+    assert report.checks[0].status == "fail" and "attention fa3: sgl_kernel/flash_ops.abi3.so" in report.checks[0].detail
 
 
 def test_a_lock_whose_digest_the_labels_do_not_name_fails_pins():
     report = Report("img", "sha256:x", "sm_120")
-    _check_pins(report, reply(lock='{"version": 1}'), {"io.sglbuild.lock-digest": "sha256:other"}, None)
+    _check_pins(report, reply(lock='{"version": 1}'), {"io.sglbuild.lock-digest": "sha256:other"}, None, None)
     assert report.checks[0].status == "fail" and "is not the one the labels name" in report.checks[0].detail
 
 

@@ -74,11 +74,11 @@ class Containers:
                               "the image needs python3 (3.8 or later) on its PATH")
         return answer
 
-    def serve(self, image: str, command: list[str], *, name: str | None, shm: str, ports: dict,
+    def serve(self, image: str, command: list[str], *, entrypoint: list[str], name: str | None, shm: str, ports: dict,
               volumes: dict, environment: dict[str, str]) -> Container:
         """A detached server container with every GPU."""
         with guard(f"starting a server from {image}"):
-            return self._containers.run(image, command, detach=True, name=name, device_requests=ALL_GPUS,
+            return self._containers.run(image, command, entrypoint=entrypoint, detach=True, name=name, device_requests=ALL_GPUS,
                                         shm_size=shm, ports=ports, volumes=volumes, environment=environment,
                                         labels={LABEL_MANAGED: "true"})
 

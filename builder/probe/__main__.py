@@ -1,8 +1,11 @@
 """``python3 -m builder.probe COMMAND``: the probe's one entry point; the last line is JSON.
 
     archs ROOT...              GPU code of every library under each ROOT ('/' for the whole image)
-    static [FLAGS_JSON]        everything verify's static checks need (FLAGS_JSON: server flags to parse)
-    flags FLAGS_JSON           only the server flags, parsed by the image's own SGLang
+    static [--flags JSON] [--target sm_120]
+                               everything verify's static checks need; the server flags to parse;
+                               the target to run the JIT probe (builder.probe.jit) for
+    flags JSON                 only the server flags, parsed by the image's own SGLang
+    jit --target sm_120 [--run]   only the JIT probe
     gpu [--target sm_120]      the device, the image's code on it, a matmul and sgl_kernel's RMSNorm
 
 A failure is an answer too: ``{"probe_error": "..."}`` and exit 1.
@@ -15,6 +18,10 @@ import sys
 from dataclasses import asdict
 
 
+def _option(args: list, name: str, default: object) -> object:
+    return args[args.index(name) + 1] if name in args else default
+
+
 def main(argv: list) -> int:
     command, args = (argv[0] if argv else ""), argv[1:]
     try:
@@ -25,15 +32,19 @@ def main(argv: list) -> int:
         elif command == "static":
             from .static import static
 
-            answer = static(json.loads(args[0]) if args else None).to_dict()
+            answer = static(json.loads(_option(args, "--flags", "null")), _option(args, "--target", None)).to_dict()
         elif command == "flags":
-            from .static import run_python
+            from .static import parse_flags
 
-            answer = asdict(run_python("builder.probe.flags", args[0], module=True))
+            answer = asdict(parse_flags(json.loads(args[0]))[0])
+        elif command == "jit":
+            from .jit import jit_checks
+
+            answer = jit_checks(_option(args, "--target", "sm_120"), "--run" in args)
         elif command == "gpu":
             from .gpu import gpu_checks
 
-            answer = gpu_checks(args[args.index("--target") + 1] if "--target" in args else None).to_dict()
+            answer = gpu_checks(_option(args, "--target", None)).to_dict()
         else:
             answer = {"probe_error": f"unknown probe command {command!r}"}
     except Exception as exc:  # noqa: BLE001 - reported as JSON to the caller

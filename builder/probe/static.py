@@ -54,6 +54,16 @@ def last_error_line(stderr: str) -> str:
     return lines[-1] if lines else ""
 
 
+def _dists() -> dict:
+    """Installed distributions, canonical name -> version."""
+    out = {}
+    for d in md.distributions():
+        name = re.sub(r"[-_.]+", "-", (d.metadata["Name"] or "")).lower()
+        if name:
+            out[name] = d.version
+    return out
+
+
 def libraries(roots: List[str]) -> List[GpuCode]:
     """GPU code of every library under ROOTS ('/' means every top directory but /proc, /sys, /dev)."""
     out: List[GpuCode] = []
@@ -67,12 +77,24 @@ def libraries(roots: List[str]) -> List[GpuCode]:
     return out
 
 
-def static(flags: Optional[List[str]]) -> StaticReply:
+def parse_flags(flags: List[str]) -> tuple:
+    """(Outcome of parsing FLAGS with the image's SGLang, the choices it offers or None)."""
+    child = run_python("builder.probe.flags", json.dumps(flags), module=True)
+    if not child.ok:  # sglang itself did not import
+        return child, None
+    answer = child.value
+    return Outcome(answer["error"] is None, answer["parsed"], answer["error"]), answer["choices"]
+
+
+def static(flags: Optional[List[str]], target: Optional[str] = None) -> StaticReply:
+    """FLAGS: server flags to parse (None: none given); TARGET: run the JIT probe for it too."""
     paths = sysconfig.get_paths()
     site = sorted({paths["purelib"], paths["platlib"]})
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         imports = {name: pool.submit(run_python, code) for name, code in _IMPORTS.items()}
-        parsed = pool.submit(run_python, "builder.probe.flags", json.dumps(flags), module=True) if flags is not None else None
+        # Parsed even with no flags given: the parser's choices are evidence for the feature table.
+        parsed = pool.submit(parse_flags, flags or []) if "sglang" in _dists() else None
+        jit = pool.submit(run_python, "builder.probe.jit", target, module=True) if target else None
         pip = pool.submit(subprocess.run, [sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
         libs = [c for c in libraries(site) if c.has_gpu_code]
         # torch loads the nvidia-* wheels' libraries (and its own) before any extension that
@@ -84,13 +106,14 @@ def static(flags: Optional[List[str]]) -> StaticReply:
             out = subprocess.run(["ldd", path], capture_output=True, text=True, env=env).stdout
             return path, sorted(set(re.findall(r"^\s*(\S+) => not found", out, re.M)))
 
-        missing = dict(pool.map(ldd, [c.path for c in libs])) if shutil.which("ldd") else None
+        # Only shared objects link against anything; cubins and archives are not ldd's to read.
+        missing = dict(pool.map(ldd, [c.path for c in libs if c.kind == "library"])) if shutil.which("ldd") else None
         pipc = pip.result()
-    dists = {}
-    for d in md.distributions():
-        name = re.sub(r"[-_.]+", "-", (d.metadata["Name"] or "")).lower()
-        if name:
-            dists[name] = d.version
+    dists = _dists()
+    flags_outcome, options = parsed.result() if parsed is not None else (None, None)
+    if flags is None:
+        flags_outcome = None
+    jit_outcome = jit.result() if jit is not None else None
     ldconfig = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout if shutil.which("ldconfig") else ""
     lock = Path(LOCK_IN_IMAGE).read_text() if os.path.exists(LOCK_IN_IMAGE) else None
     pip_out = (pipc.stdout + pipc.stderr).strip()[-2000:]
@@ -102,7 +125,10 @@ def static(flags: Optional[List[str]]) -> StaticReply:
         dists=dists,
         pip_check=Outcome(pipc.returncode == 0, pip_out, None if pipc.returncode == 0 else (pip_out.splitlines() or ["failed"])[0]),
         imports={name: f.result() for name, f in imports.items()},
-        flags=parsed.result() if parsed is not None else None,
+        flags=flags_outcome,
+        server_options=options,
+        jit=jit_outcome.value if jit_outcome is not None and jit_outcome.ok else (
+            {"error": jit_outcome.error} if jit_outcome is not None else None),
         libraries=libs,
         ldd_missing=missing,
         runtime=Runtime(
