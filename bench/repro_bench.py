@@ -40,7 +40,7 @@ def main() -> None:
     runs: dict[str, Built] = {}
     for mode in ("reproducible", "plain"):
         repo = f"sglbuild-bench/{mode}"
-        plan = make_plan(target, lock, profile.revision, reproducible=mode == "reproducible", repo=repo)
+        plan = make_plan(target, lock, profile.revision, reproducible=mode == "reproducible", repo=repo, builder=engine.builder)
         try:
             runs[mode] = build_image(engine, plan, wheels, reporter, fresh=True)[1]
             engine.images.tag(runs[mode].image_id, f"{repo}:final")

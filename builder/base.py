@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING
 from .contracts import BASE_REPO, LABEL_MANAGED
 from .errors import DiskFull, EngineError, IntegrityError, Interrupted, NetworkError, ToolMissing
 from .lock import Lock
+from .normalize import reissue_base
 from .profile import Target
 
 if TYPE_CHECKING:
+    from .cache import StageCache
     from .engine import Engine
 
 _MIN_FREE = 2 << 30
@@ -40,13 +42,27 @@ def base_ref(target: Target, lock: Lock) -> str:
     return f"{BASE_REPO}:{base_key(target, lock)[:16]}"
 
 
-def ensure_base(engine: Engine, target: Target, lock: Lock, ref: str, *, fresh: bool = False) -> bool:
+def ensure_base(engine: Engine, target: Target, lock: Lock, ref: str, *, fresh: bool = False,
+                cache: StageCache | None = None) -> bool:
     """Make sure REF names the target's base image, bootstrapping it if needed; True if it was made now.
 
-    ``fresh`` bootstraps anew even when the base exists (a from-scratch build).
+    ``fresh`` bootstraps anew even when the base exists (a from-scratch build). With a CACHE, a missing
+    base is pulled from it if there (and used only if its packages are the lock's), else pushed once made.
     """
     if engine.images.find(ref) is not None and not (fresh and target.base.bootstrapped):
+        if cache is not None and target.base.bootstrapped:
+            cache.offer("base", base_key(target, lock), engine.images.get(ref).id)
         return False
+    key = base_key(target, lock)
+    if cache is not None and not fresh and target.base.bootstrapped:
+        image_id = cache.fetch("base", key, ref, check_label=False)
+        if image_id is not None:
+            try:
+                _check_packages(engine, image_id, lock)
+                return False
+            except IntegrityError as exc:
+                engine.images.remove(ref)
+                cache.reporter.step("base", "refused", f"the cached base: {exc.message}")
     if not target.base.bootstrapped:
         repo, _, digest = ref.partition("@")
         engine.images.pull(repo, digest)
@@ -61,10 +77,16 @@ def ensure_base(engine: Engine, target: Target, lock: Lock, ref: str, *, fresh: 
         image_id = engine.images.import_tarball(tarball, [f'LABEL {LABEL_MANAGED}="true"'])
     try:
         _check_packages(engine, image_id, lock)
+        previous = engine.images.find(ref)
+        reissue_base(engine, image_id, target.base.source_date_epoch, ref)  # a config free of the import's time
     except BaseException:
         engine.images.remove(image_id, force=True)
         raise
-    engine.images.tag(image_id, ref, drop_replaced=True)
+    reissued = engine.images.get(ref).id
+    engine.images.tag(reissued, ref, drop_replaced=True, previous=previous)
+    engine.images.untag_or_remove(image_id)
+    if cache is not None:
+        cache.store("base", key, reissued)
     return True
 
 

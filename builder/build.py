@@ -8,18 +8,24 @@ tag: that is :mod:`builder.tag`'s, after :mod:`builder.gate` passed.
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from .base import ensure_base
-from .contracts import LABEL_MANAGED, LABEL_STAGE_KEY
+from .cache import StageCache
+from .contracts import LABEL_MANAGED, LABEL_STAGE_KEY, TOOLS
 from .errors import DiskFull
 from .evidence import complete
+from .gc import build_lock
 from .normalize import normalize
-from .plan import Plan, PlannedStage
+from .plan import HELPERS_DIR, Plan, PlannedStage
+from .trust import record_stage, stage_image
 from .ui import Reporter
 from .wheelhouse import verify_wheelhouse
 from .wheelserver import WheelServer
@@ -33,7 +39,7 @@ class StageResult:
     name: str
     tag: str
     image_id: str
-    status: str  # "reused" | "built"
+    status: str  # "reused" | "built" | "pulled" (from the registry cache)
     seconds: float
 
 
@@ -56,27 +62,34 @@ class Built:
 
 
 def build_image(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Reporter, *, fresh: bool = False,
-                verbose: bool = False) -> tuple[Plan, Built]:
+                verbose: bool = False, cache: StageCache | None = None) -> tuple[Plan, Built]:
     """base -> stages (-> evidence -> final) -> normalize. ``fresh``: ignore every existing base, stage and engine cache.
+    ``cache``: a registry to pull missing stages from, and to push the ones built here to.
 
     Returns the plan as built (a derived target's, completed with the flags its evidence gave) and the image.
     """
+    with build_lock(engine):  # 'sglbuild gc' waits for running builds: it never removes their work
+        return _build_image(engine, plan, wheelhouse, reporter, fresh=fresh, verbose=verbose, cache=cache)
+
+
+def _build_image(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Reporter, *, fresh: bool,
+                 verbose: bool, cache: StageCache | None) -> tuple[Plan, Built]:
     started = time.monotonic()
-    verify_wheelhouse(plan.lock, wheelhouse)
+    verify_wheelhouse(plan.lock, wheelhouse, missing_ok=cache is not None)  # a changed wheel stops any build at once
     t0 = time.monotonic()
-    base_built = ensure_base(engine, plan.target, plan.lock, plan.base, fresh=fresh)
+    base_built = ensure_base(engine, plan.target, plan.lock, plan.base, fresh=fresh, cache=cache)
     built = Built(plan.target.name, f"sha256:{plan.lock.digest}", plan.base, base_built, time.monotonic() - t0)
     reporter.step("base", "built" if base_built else "reused", f"{built.base_seconds:5.1f} s  {plan.base}")
 
-    built.stages = build_stages(engine, plan, wheelhouse, reporter, fresh=fresh, verbose=verbose)
+    built.stages = build_stages(engine, plan, wheelhouse, reporter, fresh=fresh, verbose=verbose, cache=cache)
     if plan.awaiting_evidence:
         plan = complete(engine, plan, built.stages[-1].image_id, reporter, fresh=fresh)
-        built.stages += build_stages(engine, plan, wheelhouse, reporter, fresh=fresh, verbose=verbose, only=[plan.final])
+        built.stages += build_stages(engine, plan, wheelhouse, reporter, fresh=fresh, verbose=verbose, only=[plan.final], cache=cache)
 
     t0 = time.monotonic()
     last = built.stages[-1].image_id
     if plan.reproducible:
-        normalized = normalize(engine, last, _layer_stages(engine, built), plan.labels, plan.target.base.source_date_epoch)
+        normalized = normalize(engine, plan, last, _layer_stages(engine, built))
         built.image_id, built.content_id = normalized.image_id, normalized.content_id
     else:
         built.image_id = built.content_id = last
@@ -90,34 +103,132 @@ def build_image(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Reporter
 
 
 def build_stages(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Reporter, *, fresh: bool = False,
-                 verbose: bool = False, only: list[PlannedStage] | None = None) -> list[StageResult]:
-    """The plan's stages (or ONLY these), each reused by its tag or built FROM its parent's."""
+                 verbose: bool = False, only: list[PlannedStage] | None = None, cache: StageCache | None = None) -> list[StageResult]:
+    """The plan's stages (or ONLY these), each reused by its tag, pulled from the CACHE, or built FROM its parent's."""
     stages = only or list(plan.stages)
-    todo = list(stages) if fresh else [s for s in stages if engine.images.find(s.tag) is None]
+    todo = list(stages) if fresh else [s for s in stages if not _trusted(engine, s, reporter)]
     results = []
+    pulled: dict[str, str] = {}
+    if cache is not None and not fresh:
+        for stage in list(todo):  # in order: a stage pulled needs no parent here, one built needs its parent's image
+            image_id = cache.fetch(stage.name, stage.key, stage.tag)
+            if image_id is None:
+                break
+            record_stage(stage.key, image_id)
+            pulled[stage.name] = image_id
+            todo.remove(stage)
     if not todo:
-        return [_reused(engine, s, reporter) for s in stages]
+        results = [StageResult(s.name, s.tag, pulled[s.name], "pulled", 0.0) if s.name in pulled else _reused(engine, s, reporter)
+                   for s in stages]
+        _offer(cache, stages, results)
+        return results
+    verify_wheelhouse(plan.lock, wheelhouse)  # only now: a build served whole by the cache needs no wheels
     _check_disk(engine, plan, wheelhouse, todo)
-    network, gateway = engine.networks.build_network()
-    with WheelServer(wheelhouse, plan.lock.wheels, gateway, {f.url_path: f.data for f in plan.served}) as server:
+    build = _buildkit_builder if plan.builder == "buildkit" else _classic_builder
+    with build(engine, plan, wheelhouse, fresh, verbose, reporter) as build_one:
         for stage in stages:
+            if stage.name in pulled:
+                results.append(StageResult(stage.name, stage.tag, pulled[stage.name], "pulled", 0.0))
+                continue
             if stage not in todo:
                 results.append(_reused(engine, stage, reporter))
+                _offer(cache, [stage], results[-1:])
                 continue
             t0 = time.monotonic()
             reporter.step(stage.name, "building", stage.tag)
-            image_id = engine.builds.classic(
-                stage.dockerfile, stage.name, network=network, nocache=fresh,
-                buildargs={"SGLBUILD_WHEELHOUSE": server.url, "PIP_TRUSTED_HOST": gateway},
-                labels={LABEL_MANAGED: "true", LABEL_STAGE_KEY: stage.key},
-                on_line=reporter.build_line if verbose else None,
-                on_failure=None if verbose else reporter.build_lines,  # the failed step's last lines, above the error
-            )
-            engine.images.tag(image_id, stage.tag, drop_replaced=True)  # only a finished image gets the stage's tag
+            previous = engine.images.find(stage.tag)
+            image_id = build_one(stage)
+            # Only a finished image gets the stage's tag; the image it replaces (--no-cache) is not left dangling.
+            engine.images.tag(image_id, stage.tag, drop_replaced=True, previous=previous)
+            record_stage(stage.key, image_id)
             seconds = time.monotonic() - t0
             reporter.step(stage.name, "built", f"{seconds:5.1f} s  {stage.tag}")
             results.append(StageResult(stage.name, stage.tag, image_id, "built", seconds))
+            if cache is not None:
+                cache.store(stage.name, stage.key, image_id)
     return results
+
+
+@contextmanager
+def _classic_builder(engine: Engine, plan: Plan, wheelhouse: Path, fresh: bool, verbose: bool,
+                     reporter: Reporter) -> Iterator[Callable[[PlannedStage], str]]:
+    """The classic builder: each step reads the wheelhouse from this host over the build's internal network."""
+    network, gateway, subnet = engine.networks.build_network()
+    with WheelServer(wheelhouse, plan.lock.wheels, gateway, {f.url_path: f.data for f in plan.served}, allowed=subnet) as server:
+        yield lambda stage: engine.builds.classic(
+            stage.dockerfile, stage.name, network=network, nocache=fresh,
+            buildargs={"SGLBUILD_WHEELHOUSE": server.url, "PIP_TRUSTED_HOST": gateway},
+            labels={LABEL_MANAGED: "true", LABEL_STAGE_KEY: stage.key},
+            on_line=reporter.build_line if verbose else None,
+            on_failure=None if verbose else reporter.build_lines,  # the failed step's last lines, above the error
+        )
+
+
+@contextmanager
+def _buildkit_builder(engine: Engine, plan: Plan, wheelhouse: Path, fresh: bool, verbose: bool,
+                      reporter: Reporter) -> Iterator[Callable[[PlannedStage], str]]:
+    """BuildKit: each stage's wheels and the build's files are a build context, bind-mounted into its steps."""
+    with tempfile.TemporaryDirectory(prefix=".sglbuild-served-", dir=wheelhouse) as tmp:  # beside the wheels: hard links
+
+        def build_one(stage: PlannedStage) -> str:
+            served = served_dir(plan, stage, wheelhouse, Path(tmp, stage.name))
+            return engine.buildkit.build(
+                stage.dockerfile, stage.name, contexts={"sglbuild-served": served}, nocache=fresh, tag=stage.tag,
+                buildargs={"SGLBUILD_WHEELHOUSE": "http://127.0.0.1:9999/",
+                           # BuildKit dates the config and history with it (the Dockerfile's default is not read for that)
+                           **({"SOURCE_DATE_EPOCH": str(plan.target.base.source_date_epoch)} if plan.reproducible else {})},
+                labels={LABEL_MANAGED: "true", LABEL_STAGE_KEY: stage.key},
+                on_line=reporter.build_line if verbose else None,
+                on_failure=None if verbose else reporter.build_lines,
+            )
+
+        yield build_one
+
+
+def served_dir(plan: Plan, stage: PlannedStage, wheelhouse: Path, where: Path) -> Path:
+    """What STAGE's steps may read, and nothing else: its wheels and the build's tools (hard links), the build's files."""
+    where.mkdir(parents=True)
+    tools = [w for w in plan.lock.wheels if w.stage == TOOLS]
+    for w in (*stage.spec.wheels, *tools):
+        try:
+            os.link(wheelhouse / w.filename, where / w.filename)
+        except OSError:  # another filesystem: copy
+            shutil.copyfile(wheelhouse / w.filename, where / w.filename)
+    for f in plan.served:
+        (where / f.url_path).parent.mkdir(parents=True, exist_ok=True)
+        (where / f.url_path).write_bytes(f.data)
+    helper = where / "sglbuild_helpers"  # what serves the rest to the step, on its own loopback
+    helper.mkdir()
+    for source in sorted(HELPERS_DIR.glob("*.py")):
+        shutil.copyfile(source, helper / source.name)
+    return where
+
+
+def _offer(cache: StageCache | None, stages: list[PlannedStage], results: list[StageResult]) -> None:
+    """Stages reused from this engine go to the cache too, where it lacks them."""
+    if cache is None:
+        return
+    for stage, result in zip(stages, results):
+        if result.status == "reused":
+            cache.offer(stage.name, stage.key, result.image_id)
+
+
+def _trusted(engine: Engine, stage: PlannedStage, reporter: Reporter) -> bool:
+    """Whether STAGE's tag names the image built for its key here. An image ID is the hash of its config,
+    which names every layer by the hash of its contents: a file changed in a stage image (a commit
+    re-tagged, say) is another ID, caught here at no cost. Stages with no record (built before it
+    existed) are taken as they are and recorded."""
+    image = engine.images.find(stage.tag)
+    if image is None:
+        return False
+    known = stage_image(stage.key)
+    if known is None:
+        record_stage(stage.key, image.id)
+        return True
+    if image.id != known:
+        reporter.step(stage.name, "changed", f"{stage.tag} is {image.id[:19]}, not the {known[:19]} built for its key; building it again")
+        return False
+    return True
 
 
 def _reused(engine: Engine, stage: PlannedStage, reporter: Reporter) -> StageResult:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import signal
 import sys
 from dataclasses import asdict
@@ -19,7 +20,7 @@ from typing import Any, Callable
 import click
 
 from . import __version__
-from .errors import ExitCode, Interrupted, NotReproducible, SglbuildError, VerifyFailed
+from .errors import ExitCode, NotReproducible, SglbuildError, VerifyFailed
 from .profile import DEFAULT_PROFILE, Profile, Target, load_profile
 from .serve import PRESETS
 from .ui import Reporter
@@ -88,6 +89,16 @@ class Context:
 
         return connect()
 
+    @functools.cached_property
+    def builder(self) -> str:
+        """The engine's build path; without an engine, SGLBUILD_BUILDER's or the classic one (render, plan)."""
+        from .errors import EngineUnavailable
+
+        try:
+            return self.engine.builder
+        except EngineUnavailable:
+            return os.environ.get("SGLBUILD_BUILDER") if os.environ.get("SGLBUILD_BUILDER") in ("classic", "buildkit") else "classic"
+
     @property
     def profile_or_none(self) -> Profile | None:
         """The profile, where there is one (verify and inspect work on any image, anywhere)."""
@@ -112,7 +123,7 @@ class Context:
         from .plan import make_plan
 
         t = self.target(name)
-        plan = make_plan(t, check_lock(self.profile, t), self.profile.revision, **kw)
+        plan = make_plan(t, check_lock(self.profile, t), self.profile.revision, **{"builder": self.builder, **kw})
         known = cached(plan) if plan.awaiting_evidence else None
         return plan.with_derived(known) if known is not None else plan
 
@@ -120,7 +131,33 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _repo(value: str | None) -> str | None:
+    """A registry repository argument, checked before anything runs (a URL with credentials is not repeated)."""
+    from .registry import check_repo
+
+    try:
+        return check_repo(value) if value else value
+    except SglbuildError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+class Group(click.Group):
+    """click's usage errors as every other error: one line, what is wrong and what to do, exit 2."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "sglbuild"
+            _fail(f"{exc.format_message()} (see '{where} --help')", ExitCode.BAD_INPUT)
+        except click.ClickException as exc:  # a bad file argument and the like
+            _fail(exc.format_message(), ExitCode.BAD_INPUT)
+        except click.exceptions.Abort:  # Ctrl-C outside a command (at a prompt)
+            _fail("interrupted", ExitCode.INTERRUPTED)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sglbuild")
 @click.option("--profile", "profile_path", default=DEFAULT_PROFILE, show_default=True, help="Profile declaring the image targets.")
 @click.option("--wheels", default=None, help="Wheelhouse directory [default: wheels/ beside the profile].")
@@ -157,6 +194,8 @@ def lock(ctx: Context, target: str | None, check: bool, update: bool) -> None:
         click.echo(f"{done.path}: up to date (sglbuild lock --update moves the pins forward)")
         return
     for line in done.changes:
+        click.echo(f"  {line}")
+    for line in done.lock.passed_over:  # newer releases the profile admits that did not resolve, and why
         click.echo(f"  {line}")
     new = done.lock
     click.echo(f"{done.path}: {'written' if done.changes else 'no pin moved'}: {len(new.wheels)} wheels, {len(new.debian)} Debian packages, "
@@ -206,8 +245,17 @@ def plan_command(ctx: Context, targets: tuple[str, ...], all_targets: bool, json
     from .errors import EngineUnavailable
     from .plan import plans_text
 
+    from .errors import LockError
+
     names = sorted(ctx.profile.targets) if all_targets else (list(targets) or [None])
-    plans = [ctx.plan(n) for n in names]
+    plans, unlocked = [], []
+    for n in names:
+        try:
+            plans.append(ctx.plan(n))
+        except LockError as exc:
+            if not all_targets:
+                raise
+            unlocked.append(f"{n}: no plan: {exc}")  # --all shows every target that has an up-to-date lock
     try:
         engine = ctx.engine
         tags = {p.base for p in plans} | {s.tag for p in plans for s in p.stages}
@@ -218,6 +266,8 @@ def plan_command(ctx: Context, targets: tuple[str, ...], all_targets: bool, json
         click.echo(json.dumps([p.to_dict(present) for p in plans], indent=2))
     else:
         click.echo(plans_text(plans, present), nl=False)
+    for line in unlocked:
+        click.echo(line, err=True)
 
 
 @cli.command()
@@ -227,12 +277,15 @@ def plan_command(ctx: Context, targets: tuple[str, ...], all_targets: bool, json
 @click.option("--verbose", "-v", is_flag=True, help="Stream the engine's build output.")
 @click.option("--no-cache", is_flag=True, help="Rebuild the base and every stage from scratch (no stage or engine cache).")
 @click.option("--check-reproducible", is_flag=True, help="Build twice from scratch and compare, layer by layer; tag nothing.")
+@click.option("--cache", "cache_repo", default=None, metavar="REPO", callback=lambda c, p, v: _repo(v),
+              help="A registry repository as the stage cache: pull the stages it has, push the ones built here.")
 @pass_ctx
 @handled
 def build(ctx: Context, target: str | None, quiet: bool, json_mode: bool, verbose: bool, no_cache: bool,
-          check_reproducible: bool) -> None:
+          check_reproducible: bool, cache_repo: str | None) -> None:
     """Build TARGET's stages (reusing unchanged ones), verify the image, then tag it."""
     from .build import build_image
+    from .cache import StageCache
     from .repro import check_reproducible as run_repro_check
     from .repro import repro_text
     from .tag import release
@@ -246,8 +299,9 @@ def build(ctx: Context, target: str | None, quiet: bool, json_mode: bool, verbos
         if not report["identical"]:
             raise NotReproducible(f"{plan.target.name} is not reproducible: two builds from scratch differ", "see the files listed above")
         return
-    reporter.info(f"building {plan.target.name} (lock sha256:{plan.lock.digest[:16]})")
-    plan, built = build_image(engine, plan, ctx.wheelhouse, reporter, fresh=no_cache, verbose=verbose)
+    reporter.info(f"building {plan.target.name} (lock sha256:{plan.lock.digest[:16]}, {plan.builder} builder)")
+    cache = StageCache(engine, cache_repo, reporter) if cache_repo else None
+    plan, built = build_image(engine, plan, ctx.wheelhouse, reporter, fresh=no_cache, verbose=verbose, cache=cache)
     released = release(engine, plan, built, reporter, ctx.profile.root / "out")
     reporter.emit({**asdict(built), **asdict(released)})
     reporter.info(f"{released.tag}  {built.image_id[:19]}  {built.size / 1e9:.2f} GB  {built.seconds:.1f} s")
@@ -353,7 +407,7 @@ def inspect(ctx: Context, image: str, write_lock: str | None, write_sbom: str | 
 
 @cli.command()
 @click.argument("image")
-@click.argument("repo")
+@click.argument("repo", callback=lambda c, p, v: _repo(v))
 @click.option("--force", is_flag=True, help="Push even if the image has not passed verify here.")
 @pass_ctx
 @handled
@@ -377,6 +431,40 @@ def promote(ctx: Context, ref: str, tag: str, require_gpu: bool) -> None:
     from .registry import promote as promote_image
 
     click.echo(f"{promote_image(ctx.engine, ref, tag, require_gpu)} -> {ref}")
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@pass_ctx
+@handled
+def gc(ctx: Context, dry_run: bool) -> None:
+    """Remove what interrupted runs left: untagged sglbuild images, stopped containers, the build network, temp dirs."""
+    from .gc import collect, text
+
+    wheelhouse = ctx.wheelhouse if ctx.profile_or_none is not None or ctx.wheels_opt else Path("wheels")  # outside a project too
+    click.echo(text(collect(ctx.engine, wheelhouse, dry_run=dry_run), dry_run), nl=False)
+
+
+@cli.command()
+@click.argument("image_or_target", required=False)
+@click.option("--json", "json_mode", is_flag=True, help="Print the findings as JSON.")
+@click.option("--nvidia-smi", default=None, metavar="PATH", help="The nvidia-smi to ask [default: the one on PATH].")
+@pass_ctx
+@handled
+def doctor(ctx: Context, image_or_target: str | None, json_mode: bool, nvidia_smi: str | None) -> None:
+    """Check this machine before serving: driver, GPUs, the engine's GPU runtime; with an IMAGE, what it needs."""
+    from .doctor import doctor as run_doctor
+    from .errors import NotReady
+
+    image = image_or_target
+    if image is not None and image in ctx.target_names():
+        image = ctx.target(image).human_tag
+    doc = run_doctor(lambda: ctx.engine, image, nvidia_smi=nvidia_smi)
+    click.echo(json.dumps(doc.to_dict(), indent=2) if json_mode else doc.text(), nl=json_mode)
+    if not doc.passed:
+        failed = [f for f in doc.findings if f.status == "fail"]
+        raise NotReady(f"{len(failed)} of {len(doc.findings)} checks failed: {', '.join(f.name for f in failed)}",
+                       failed[0].hint or "see the lines above")
 
 
 @cli.command()

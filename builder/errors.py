@@ -62,6 +62,10 @@ class NotReproducible(CheckFailed):
     """Raised by ``build --check-reproducible`` when two builds from scratch differ."""
 
 
+class NotReady(CheckFailed):
+    """Raised by ``doctor`` (and by ``serve``, which runs it first) when this machine cannot serve the image."""
+
+
 class NotVerified(CheckFailed):
     """Raised by ``push`` and ``promote`` for an image that has not passed verify here."""
 

@@ -18,8 +18,9 @@ from .contracts import GpuCode, StaticReply
 from .probe.fatbin import verdict
 from .profile import COMPAT, Serve
 
-# Attention backends, fastest first, that derive may choose on NVIDIA GPUs.
-ATTENTION_PREFERENCE = ("flashinfer", "triton", "torch_native")
+# Attention backends, fastest first, that derive may choose on NVIDIA GPUs. FlashAttention 3 first: it
+# carries SASS for Hopper only, where SGLang itself picks it by default; on sm_120 it never has code.
+ATTENTION_PREFERENCE = ("fa3", "flashinfer", "triton", "torch_native")
 # Which libraries a precompiled backend runs on (globs under site-packages).
 BACKEND_LIBRARIES = {
     "torch_native": ["torch/lib/libtorch_cuda.so"],

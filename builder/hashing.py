@@ -54,5 +54,5 @@ class VerifiedCache:
         try:
             tmp.write_text(json.dumps(self.entries, sort_keys=True))
             os.replace(tmp, self.path)
-        except OSError:
-            pass  # the cache only saves time; losing it loses nothing
+        except OSError:  # the cache only saves time; losing it loses nothing, and leaves nothing (a full disk)
+            tmp.unlink(missing_ok=True)

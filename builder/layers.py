@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import tarfile
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, Iterator
 
-from .contracts import HISTORY_PREFIX
+from .contracts import HISTORY_PREFIX, LABEL_LAYER_STAGES
 from .errors import EngineError
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ def layer_files(engine: Engine, image: str, wanted: set[str]) -> dict[str, dict[
     outer = tarfile.open(fileobj=_StreamReader(engine.images.export(image)), mode="r|")  # type: ignore[call-overload]
     found: dict[str, dict[str, Entry]] = {}
     for member in outer:
-        if not member.isfile() or member.size < 1024:  # a tar is at least two 512-byte blocks
+        if not member.isfile() or member.size < 20:  # smaller than any gzip stream or tar: a small JSON file at most
             continue
         layer = _read_layer(outer.extractfile(member))
         if layer is not None and layer[0] in wanted:
@@ -141,7 +142,36 @@ def layer_files(engine: Engine, image: str, wanted: set[str]) -> dict[str, dict[
     return found
 
 
+def effective(layers: list[dict[str, Entry]]) -> list[dict[str, Entry]]:
+    """Each layer's entries less those that change nothing: an entry whose kind, content, permissions and
+    owner equal what the layers below already give that path.
+
+    Builders write such no-op entries differently by construction: the classic builder's overlayfs
+    copy-up puts a directory in a layer whenever a step touched it, even when the step left its
+    metadata as it was (sglbuild sets every touched time back); BuildKit's differ leaves it out.
+    """
+    state: dict[str, tuple] = {}
+    out = []
+    for layer in layers:
+        kept = {}
+        for path, e in layer.items():
+            parent, _, name = path.rpartition("/")
+            if name.startswith(".wh."):  # a whiteout: the path (or, opaque, the directory's contents) is gone
+                kept[path] = e
+                gone = f"{parent}/" if name == ".wh..wh..opq" else f"{parent}/{name[4:]}"
+                state = {p: v for p, v in state.items() if not (p == gone or p.startswith(gone.rstrip("/") + "/"))}
+                continue
+            key = (e.kind, e.sha256, e.mode & 0o7777, e.owner, e.link)
+            if state.get(path) != key:
+                kept[path] = e
+            state[path] = key
+        out.append(kept)
+    return out
+
+
 def compare_entries(a: dict[str, Entry], b: dict[str, Entry], semantic: bool) -> list[dict]:
+    """How the files of two layers differ. Permissions are compared without the file-type bits some tar
+    writers put in the mode field (the type is compared on its own)."""
     out = []
     for path in sorted(set(a) | set(b)):
         x, y = a.get(path), b.get(path)
@@ -153,7 +183,7 @@ def compare_entries(a: dict[str, Entry], b: dict[str, Entry], semantic: bool) ->
             how.append("type")
         if x.sha256 != y.sha256 or x.link != y.link:
             how.append("content")
-        if x.mode != y.mode:
+        if x.mode & 0o7777 != y.mode & 0o7777:
             how.append("mode")
         if x.owner != y.owner:
             how.append("owner")
@@ -167,24 +197,36 @@ def compare_entries(a: dict[str, Entry], b: dict[str, Entry], semantic: bool) ->
 
 
 def layer_stages(engine: Engine, image_id: str, count: int) -> list[str]:
-    """Stage names of a normalized image's layers (history 'sglbuild: STAGE'), else 'layer N'."""
+    """Stage names of a normalized image's layers (its label, or history 'sglbuild: STAGE'), else 'layer N'."""
+    labelled = json.loads((engine.images.get(image_id).labels or {}).get(LABEL_LAYER_STAGES) or "[]")
+    if len(labelled) == count:
+        return labelled
     created = [h.get("CreatedBy", "") for h in reversed(engine.images.history(image_id))]
     named = [c.split(HISTORY_PREFIX, 1)[1] for c in created if c.startswith(HISTORY_PREFIX)]
     return [named[i] if len(named) == count else f"layer {i}" for i in range(count)]
 
 
 def diff_images(engine: Engine, image_a: str, image_b: str, semantic: bool = False) -> list[LayerDiff]:
+    """Layer by layer. Strict: the differing layers' files. Semantic: contents, permissions, owners and
+    presence only, of what each layer changes (no-op entries left out: every layer is read for that)."""
     images = [engine.images.get(ref) for ref in (image_a, image_b)]
     la, lb = (img.attrs["RootFS"]["Layers"] for img in images)
     n = max(len(la), len(lb))
     names = layer_stages(engine, images[0].id, len(la)) + [f"layer {i}" for i in range(len(la), n)]
     diffs = [LayerDiff(i, names[i], la[i] if i < len(la) else None, lb[i] if i < len(lb) else None) for i in range(n)]
     changed = [d for d in diffs if not d.identical]
-    if changed:
-        files_a = layer_files(engine, images[0].id, {d.a for d in changed if d.a})
-        files_b = layer_files(engine, images[1].id, {d.b for d in changed if d.b})
+    if not changed:
+        return diffs
+    if semantic:
+        files_a, files_b = layer_files(engine, images[0].id, set(la)), layer_files(engine, images[1].id, set(lb))
+        ea, eb = effective([files_a[d] for d in la]), effective([files_b[d] for d in lb])
         for d in changed:
-            d.files = compare_entries(files_a.get(d.a, {}), files_b.get(d.b, {}), semantic)
+            d.files = compare_entries(ea[d.index] if d.a else {}, eb[d.index] if d.b else {}, semantic)
+        return diffs
+    files_a = layer_files(engine, images[0].id, {d.a for d in changed if d.a})
+    files_b = layer_files(engine, images[1].id, {d.b for d in changed if d.b})
+    for d in changed:
+        d.files = compare_entries(files_a.get(d.a, {}), files_b.get(d.b, {}), semantic)
     return diffs
 
 

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .contracts import TOOLS
 from .errors import LockError
 from .profile import Profile, Target
 
@@ -53,6 +52,8 @@ class Lock:
     debian: dict[str, str]  # package -> version (empty for a registry base)
     wheels: list[Wheel] = field(default_factory=list)
     base_image: str | None = None  # registry base, by digest
+    # One line per release newer than the one locked that the profile admits but that did not resolve, and why.
+    passed_over: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         data: dict[str, Any] = {
@@ -64,6 +65,8 @@ class Lock:
             "debian": dict(sorted(self.debian.items())),
             "wheels": [_wheel_dict(w) for w in sorted(self.wheels, key=lambda w: (w.stage, w.name))],
         }
+        if self.passed_over:  # only where something was passed over: earlier locks keep their bytes (and digests)
+            data["passed_over"] = list(self.passed_over)
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @property
@@ -107,6 +110,7 @@ def parse_lock(text: str, source: str) -> Lock:
             platform=Platform(**data["platform"]),
             debian=dict(data["debian"]),
             base_image=data.get("base_image"),
+            passed_over=tuple(str(x) for x in data.get("passed_over", ())),
             wheels=[Wheel(**{**w, "requires": tuple(w.get("requires", ()))}) for w in data["wheels"]],
         )
     except LockError:

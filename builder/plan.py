@@ -29,7 +29,7 @@ from .contracts import (
     IN_IMAGE_DIR,
     LABEL_GPU_ARCH,
     LABEL_LOCK_DIGEST,
-    LABEL_REQUIRE_NATIVE,
+    LABEL_REQUIRE_NATIVE, LABEL_UNLOADABLE,
     LABEL_SERVE_FLAGS,
     LABEL_SGLANG_VERSION,
     LABEL_TARGET,
@@ -109,6 +109,7 @@ class Plan:
     served: tuple[ServedFile, ...]
     values: dict = field(repr=False)  # what the template renders with
     revision: str = "unknown"
+    builder: str = "classic"  # "classic" (docker-py, the wheelhouse over HTTP) | "buildkit" (buildx, bind-mounted)
     reproducible: bool = True
     repo: str | None = None  # stages tag into REPO instead of the shared stage repository
     awaiting_evidence: bool = False  # [serve] preset = "derived" and no evidence yet: no final stage until there is
@@ -120,7 +121,8 @@ class Plan:
 
     def with_derived(self, flags: tuple[str, ...]) -> "Plan":
         """This plan, completed with the server flags derived from the evidence."""
-        return make_plan(self.target, self.lock, self.revision, reproducible=self.reproducible, repo=self.repo, derived=flags)
+        return make_plan(self.target, self.lock, self.revision, reproducible=self.reproducible, repo=self.repo, derived=flags,
+                         builder=self.builder)
 
     @property
     def final(self) -> PlannedStage:
@@ -154,6 +156,7 @@ class Plan:
         return {
             "target": self.target.name,
             "lock": f"sha256:{self.lock.digest}",
+            "builder": self.builder,
             "base": {"ref": self.base, "next_build": state(self.base)},
             "stages": [{"name": s.name, "kind": s.spec.kind, "key": s.key, "tag": s.tag, "parent": s.spec.parent,
                         "wheels": len(s.spec.wheels), "next_build": state(s.tag)} for s in self.stages]
@@ -188,6 +191,8 @@ def labels(target: Target, lock: Lock, revision: str, flags: tuple[str, ...]) ->
         LABEL_SGLANG_VERSION: sglang.version if sglang else "",
         LABEL_SERVE_FLAGS: json.dumps(list(flags)),
         LABEL_REQUIRE_NATIVE: json.dumps(list(target.require_native)),
+        # Only where declared: images of targets without it keep their labels, so their IDs.
+        **({LABEL_UNLOADABLE: json.dumps(dict(target.unloadable), sort_keys=True)} if target.unloadable else {}),
     }.items()))
 
 
@@ -231,7 +236,7 @@ def helpers_wheel() -> tuple[Wheel, bytes]:
 
 
 def make_plan(target: Target, lock: Lock, revision: str, *, reproducible: bool = True, repo: str | None = None,
-              derived: tuple[str, ...] | None = None) -> Plan:
+              derived: tuple[str, ...] | None = None, builder: str = "classic") -> Plan:
     """The plan; for a target whose settings are derived, DERIVED are the flags the evidence gave (None: not yet)."""
     awaiting = bool(target.serve and target.serve.derived and derived is None)
     flags = (derived or ()) if target.serve and target.serve.derived else target_flags(target, lock)
@@ -247,7 +252,7 @@ def make_plan(target: Target, lock: Lock, revision: str, *, reproducible: bool =
         "epoch": target.base.source_date_epoch, "compile_bytecode": target.compile_bytecode, "venv": VENV,
         "in_image_dir": IN_IMAGE_DIR, "uv": uv, "helpers": helpers, "env": list(target.env),
         "final_files": final_files, "post_install": list(target.post_install),
-        "entrypoint": ENTRYPOINT_IN_IMAGE if flags else "",
+        "entrypoint": ENTRYPOINT_IN_IMAGE if flags else "", "buildkit": builder == "buildkit",
     }
     base = f"{repo}:base" if repo else base_ref(target, lock)
     stages: list[PlannedStage] = []
@@ -260,7 +265,7 @@ def make_plan(target: Target, lock: Lock, revision: str, *, reproducible: bool =
         parent = stages[-1].tag
     return Plan(target=target, lock=lock, base=base, stages=tuple(stages), labels=labels(target, lock, revision, flags),
                 serve_flags=flags, sbom=sbom, served=(*final_files, ServedFile(helpers.filename, helpers_data)),
-                values=values, revision=revision, reproducible=reproducible, repo=repo, awaiting_evidence=awaiting)
+                values=values, revision=revision, builder=builder, reproducible=reproducible, repo=repo, awaiting_evidence=awaiting)
 
 
 def plans_text(plans: list[Plan], present: dict[str, bool] | None) -> str:
@@ -280,7 +285,7 @@ def plans_text(plans: list[Plan], present: dict[str, bool] | None) -> str:
 
     lines = []
     for p in plans:
-        lines.append(f"{p.target.name}  lock sha256:{p.lock.digest[:16]}  -> {p.human_tag}")
+        lines.append(f"{p.target.name}  lock sha256:{p.lock.digest[:16]}  -> {p.human_tag}  ({p.builder} builder)")
         lines.append(row("base", p.base, p.base.rpartition(":")[2], p.target.name))
         lines += [row(s.name, s.tag, s.key, p.target.name) for s in p.stages]
         if p.awaiting_evidence:

@@ -116,6 +116,9 @@ class Target:
     env: tuple[tuple[str, str], ...] = ()
     require_native: tuple[str, ...] = ()  # globs under site-packages that must carry SASS for gpu_arch
     post_install: tuple[str, ...] = ()  # shell commands at the end of the final stage
+    # Library globs (under site-packages) whose system libraries the image does not carry, and why: verify
+    # reports them instead of failing. For optional backends a package ships, e.g. torchcodec's FFmpeg 4-7 cores.
+    unloadable: tuple[tuple[str, str], ...] = ()
 
     @property
     def human_tag(self) -> str:
@@ -286,7 +289,7 @@ def _parse_target(name: str, r: _Reader) -> Target:
     if not _NAME.match(name):
         raise r.fail("", f"target name {name!r} must be lowercase letters, digits, '.', '_' or '-'")
     r.check_keys({"description", "image", "tag", "gpu_arch", "source", "base", "python", "stage", "serve", "smoke", "env",
-                  "require_native", "post_install"})
+                  "require_native", "post_install", "unloadable"})
     gpu_arch = r.get("gpu_arch", str, required=True)
     if not _ARCH.match(gpu_arch):
         raise r.fail("gpu_arch", f"{gpu_arch!r} is not an architecture like 'sm_120'")
@@ -369,6 +372,10 @@ def _parse_target(name: str, r: _Reader) -> Target:
     require_native = r.get("require_native", list, [])
     if not all(isinstance(g, str) and g and not g.startswith("/") for g in require_native):
         raise r.fail("require_native", "must be a list of globs relative to site-packages")
+    unloadable = r.get("unloadable", dict, {})
+    for glob_, why in unloadable.items():
+        if not glob_ or glob_.startswith("/") or not isinstance(why, str) or not why.strip():
+            raise r.fail("unloadable", f"{glob_!r}: give a glob relative to site-packages and, as its value, why it may not load")
     post_install = r.get("post_install", list, [])
     if not all(isinstance(c, str) and c.strip() and "\n" not in c for c in post_install):
         raise r.fail("post_install", "must be a list of one-line shell commands")
@@ -398,6 +405,7 @@ def _parse_target(name: str, r: _Reader) -> Target:
         env=tuple(sorted(env.items())),
         require_native=tuple(require_native),
         post_install=tuple(post_install),
+        unloadable=tuple(sorted(unloadable.items())),
     )
 
 

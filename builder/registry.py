@@ -24,7 +24,22 @@ class Pushed:
         return f"{self.tag.rpartition(':')[0]}@{self.digest}"
 
 
+def check_repo(repo: str) -> str:
+    """REPO as a registry repository (HOST[:PORT]/PATH). A URL, perhaps with a user and password in it, is refused
+    without repeating it: credentials belong to 'docker login' (the engine's store), never to sglbuild's
+    arguments, output, labels or records."""
+    scheme = "://" in repo
+    authority = repo.split("://", 1)[-1].split("/", 1)[0]
+    userinfo = "@" in authority
+    if scheme or userinfo:
+        host = authority.rpartition("@")[2]
+        raise InputError(f"the repository is given as a URL{' with credentials in it' if userinfo else ''} (host {host})",
+                         "give HOST[:PORT]/PATH, and log in with 'docker login HOST'")
+    return repo
+
+
 def push(engine: Engine, image_ref: str, repo: str, force: bool = False) -> Pushed:
+    check_repo(repo)
     image = engine.images.get(image_ref)
     if not force and verified(image.id) is None:
         raise NotVerified(f"{image_ref} ({image.id[:19]}) has not passed 'sglbuild verify' on this machine",

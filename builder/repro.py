@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from .build import build_image
+from .gc import build_lock
 from .layers import diff_images
 from .plan import Plan
 from .ui import Reporter
@@ -26,23 +27,28 @@ def check_reproducible(engine: Engine, make_plan: Callable[[str], Plan], wheelho
     """MAKE_PLAN(repo) gives the target's plan with its stages tagged into REPO."""
     plans = [make_plan(f"{REPRO_REPO}/{name}") for name in ("a", "b")]
     repos = [p.repo for p in plans]
+    with build_lock(engine):  # gc must not take the first build's tags while the second one runs
+        try:
+            return _two_builds(engine, plans, wheelhouse, reporter)
+        finally:
+            remove_tags(engine, [r for r in repos if r])
+
+
+def _two_builds(engine: Engine, plans: list[Plan], wheelhouse: Path, reporter: Reporter) -> dict:
     runs = []
-    try:
-        for p in plans:
-            reporter.info(f"from-scratch build into {p.repo}")
-            _, built = build_image(engine, p, wheelhouse, reporter, fresh=True)
-            engine.images.tag(built.image_id, f"{p.repo}:final")
-            runs.append(built)
-        a, b = runs
-        diffs = diff_images(engine, a.image_id, b.image_id)
-        return {
-            "identical": a.image_id == b.image_id,
-            "image_ids": [a.image_id, b.image_id],
-            "seconds": [round(a.seconds, 1), round(b.seconds, 1)],
-            "layers": [{**asdict(d), "identical": d.identical} for d in diffs],
-        }
-    finally:
-        remove_tags(engine, [r for r in repos if r])
+    for p in plans:
+        reporter.info(f"from-scratch build into {p.repo}")
+        _, built = build_image(engine, p, wheelhouse, reporter, fresh=True)
+        engine.images.tag(built.image_id, f"{p.repo}:final")
+        runs.append(built)
+    a, b = runs
+    diffs = diff_images(engine, a.image_id, b.image_id)
+    return {
+        "identical": a.image_id == b.image_id,
+        "image_ids": [a.image_id, b.image_id],
+        "seconds": [round(a.seconds, 1), round(b.seconds, 1)],
+        "layers": [{**asdict(d), "identical": d.identical} for d in diffs],
+    }
 
 
 def remove_tags(engine: Engine, repos: list[str]) -> None:

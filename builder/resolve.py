@@ -23,7 +23,8 @@ from urllib.parse import unquote, urlsplit
 
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
 
 from .contracts import TOOLS
 from .errors import IntegrityError, MissingFile, NetworkError, ResolutionError, ToolMissing
@@ -41,7 +42,9 @@ def resolve(profile: Profile, target: Target, wheelhouse: Path) -> Lock:
     else:
         debian, platform = {}, Platform(python=target.base.python or "3.11", glibc=target.base.glibc)
     wheels = resolve_python(target, platform, wheelhouse)
+    passed = passed_over(target, platform, wheelhouse, wheels)
     return Lock(
+        passed_over=passed,
         target=target.name,
         inputs=target.inputs_digest(),
         platform=platform,
@@ -131,6 +134,80 @@ def resolve_python(target: Target, platform: Platform, wheelhouse: Path) -> list
     return sorted(wheels, key=lambda w: (w.stage, w.name))
 
 
+_EXPLAIN_AT_MOST = 6
+
+
+def passed_over(target: Target, platform: Platform, wheelhouse: Path, wheels: list[Wheel]) -> tuple[str, ...]:
+    """Why each release of the application (the last stage's requirements) newer than the one locked, that its
+    range admits, was not taken: one line each. (Earlier stages' pins follow from the application's.)
+
+    pip's resolver backtracks past a release whose dependencies the index cannot serve and says nothing;
+    a lock that silently stops short of the newest release would hide that. Each newer release is
+    resolved alone, pinned exactly (with the other stages' pins), and pip's one-line reason kept.
+    """
+    locked = {w.name: w.version for w in wheels}
+    lines: list[str] = []
+    pins = [p for s in target.stages for p in s.requires]
+    for pin in target.stages[-1].requires:
+        spec = Requirement(pin.requirement).specifier
+        if pin.wheel or pin.name not in locked or any(s.operator in ("==", "===") for s in spec):
+            continue
+        newer = [v for v in _index_versions(pin.index or target.index, pin.name)
+                 if v > Version(locked[pin.name]) and spec.contains(v, prereleases=pin.pre)]
+        for version in sorted(newer, reverse=True)[:_EXPLAIN_AT_MOST]:
+            exact = replace(pin, requirement=f"{pin.name}=={version}")
+            try:
+                _pip_resolve(target, [exact if p is pin else p for p in pins], platform, wheelhouse)
+                why = "resolves alone, but not with the other stages' pins"
+            except ResolutionError as exc:
+                why = _why(exc.message, pin.name)
+            lines.append(f"{pin.name} {version}: passed over: {why}")
+        if len(newer) > _EXPLAIN_AT_MOST:
+            lines.append(f"{pin.name}: {len(newer) - _EXPLAIN_AT_MOST} older releases newer than {locked[pin.name]} not tried")
+    return tuple(lines)
+
+
+def _index_versions(index: str, project: str) -> list[Version]:
+    """The releases an index serves for PROJECT (PEP 691's JSON), wheels or not; [] if it does not say."""
+    url = index.rstrip("/") + f"/{canonicalize_name(project)}/"
+    accept = "application/vnd.pypi.simple.v1+json, text/html;q=0.1"  # JSON where the index speaks it (PEP 691)
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"Accept": accept}), timeout=30) as r:
+            body, ctype = r.read(), r.headers.get("Content-Type", "")
+    except urllib.error.HTTPError:
+        return []  # the index answered, and lists nothing for it
+    except (urllib.error.URLError, OSError) as exc:
+        raise NetworkError(f"package index {index} did not list {project}: {getattr(exc, 'reason', exc)}", "check the network") from None
+    if "json" in ctype:
+        names: list[str] = [str(v) for v in json.loads(body).get("versions", [])]
+    else:  # a PEP 503 page: the versions are in the file names
+        names = []
+        for filename in re.findall(r">([^<>]+)</a>", body.decode("utf-8", "replace")):
+            try:
+                names.append(str(parse_wheel_filename(filename.strip())[1]) if filename.strip().endswith(".whl")
+                             else str(parse_sdist_filename(filename.strip())[1]))
+            except ValueError:
+                pass
+    out = set()
+    for v in names:
+        try:
+            out.add(Version(v))
+        except InvalidVersion:
+            pass
+    return sorted(out)
+
+
+def _why(message: str, project: str) -> str:
+    """pip's reason, shortened to what a reader needs: the requirement the index cannot serve."""
+    m = re.search(r"Could not find a version that satisfies the requirement (\S+)(?: \(from ([^)]*)\))?", message)
+    if m:
+        return f"requires {m.group(1)}, which the index does not serve"
+    m = re.search(r"No matching distribution found for (\S+)", message)
+    if m:
+        return f"requires {m.group(1)}, which the index does not serve"
+    return " ".join(message.split(": ", 1)[-1].split())[:200]
+
+
 def _check_index(url: str, project: str) -> None:
     """Fail fast, in one line, when an index does not answer at all."""
     probe = url.rstrip("/") + f"/{canonicalize_name(project)}/"
@@ -180,7 +257,10 @@ def _pip_resolve(target: Target, pins: list[Pin], platform: Platform, wheelhouse
         if any(p.pre for p in pins):
             cmd.append("--pre")  # a pin that follows a nightly channel takes the newest dev build
         cmd += [p.requirement for p in pins]
-        proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        # --isolated drops the user's configuration and PIP_* variables, but not the site-wide files
+        # (/etc/pip.conf, /etc/xdg/pip): a constraint there would cap the lock. os.devnull drops them all.
+        env = {**os.environ, "PIP_CONFIG_FILE": os.devnull}
+        proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env)
         if proc.returncode != 0:
             tail = _last_error(proc.stderr)
             if re.search(r"(NewConnectionError|ConnectionError|Max retries exceeded|Could not fetch URL|timed out)", proc.stderr):
@@ -190,6 +270,8 @@ def _pip_resolve(target: Target, pins: list[Pin], platform: Platform, wheelhouse
         items = json.loads(report.read_text())["install"]
         wheels: dict[str, Wheel] = {}
         env = target_environment(platform)
+        raw: dict[str, list[str]] = {}
+        extras: dict[str, set[str]] = {}
         for item in items:
             meta = item["metadata"]
             name = canonicalize_name(meta["name"])
@@ -204,25 +286,32 @@ def _pip_resolve(target: Target, pins: list[Pin], platform: Platform, wheelhouse
                 url, sha = None, pin.sha256
             if not sha:
                 raise ResolutionError(f"the index gave no sha256 for {filename}", "use an index that publishes hashes")
-            extras = set(item.get("requested_extras") or [])
-            wheels[name] = Wheel(
-                name=name,
-                version=meta["version"],
-                filename=filename,
-                sha256=sha,
-                url=url,
-                stage="",
-                requires=tuple(sorted(_deps(meta.get("requires_dist") or [], env, extras))),
-            )
-        return wheels
+            raw[name] = meta.get("requires_dist") or []
+            extras.setdefault(name, set()).update(item.get("requested_extras") or [])
+            wheels[name] = Wheel(name=name, version=meta["version"], filename=filename, sha256=sha, url=url, stage="")
+        # A dependency's extras come from whoever asks for it (torch asks for cuda-toolkit[cudart, ...]), and pip's
+        # report records them only for what was requested directly: gather them along the graph until nothing moves.
+        for _ in range(len(raw) + 1):
+            moved = False
+            for name, specs in raw.items():
+                for req in _edges(specs, env, extras[name]):
+                    dep = canonicalize_name(req.name)
+                    if dep in extras and not req.extras <= extras[dep]:
+                        extras[dep] |= req.extras
+                        moved = True
+            if not moved:
+                break
+        return {name: replace(w, requires=tuple(sorted({canonicalize_name(r.name) for r in _edges(raw[name], env, extras[name])})))
+                for name, w in wheels.items()}
 
 
-def _deps(requires_dist: list[str], env: dict[str, str], extras: set[str]) -> set[str]:
-    out: set[str] = set()
+def _edges(requires_dist: list[str], env: dict[str, str], extras: set[str]) -> list[Requirement]:
+    """The requirements that apply on the image's platform, with EXTRAS of the package asked for."""
+    out = []
     for spec in requires_dist:
         req = Requirement(spec)
-        if req.marker is None or any(req.marker.evaluate({**env, "extra": e}) for e in (extras or {""})):
-            out.add(canonicalize_name(req.name))
+        if req.marker is None or any(req.marker.evaluate({**env, "extra": e}) for e in (extras | {""})):
+            out.append(req)
     return out
 
 

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from .command import server_command
 from .contracts import Outcome
-from .errors import CheckFailed, EnvironmentProblem, InputError
+from .doctor import doctor
+from .errors import CheckFailed, InputError, NotReady
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -200,9 +201,14 @@ def serve(engine: Engine, image_ref: str, *, model: str | None, preset: str | No
     if not dry_run:
         if not port_free(p.bind, p.port):
             raise InputError(f"port {p.port} is in use on {p.bind}", "pass --port N")
-        if not engine.has_nvidia_runtime:
-            raise EnvironmentProblem("this engine has no NVIDIA runtime: no GPU to serve on",
-                                     "install the NVIDIA container toolkit, or use --dry-run to see the command")
+        doc = doctor(lambda: engine, image_ref)  # the driver, the GPUs, the runtime, CUDA's driver floor, GPU code
+        for f in doc.findings:
+            if f.status == "warn":
+                say(f"doctor: {f.name}: {f.detail}")
+        failed = [f for f in doc.findings if f.status == "fail"]
+        if failed:
+            raise NotReady(f"cannot serve here: {failed[0].name}: {failed[0].detail}",
+                           failed[0].hint or "run 'sglbuild doctor IMAGE' for every check")
     check_flags(engine, p)
     if dry_run:
         return dry_run_text(p)

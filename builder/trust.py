@@ -55,6 +55,17 @@ def passed_gate(content_id: str, gate_key: str) -> str | None:
     return None
 
 
+def record_stage(key: str, image_id: str) -> None:
+    """The image built (or pulled and checked) for stage key KEY: a later build reuses only that image."""
+    records = _load("stages.json")
+    records[key] = image_id
+    _save("stages.json", records)
+
+
+def stage_image(key: str) -> str | None:
+    return _load("stages.json").get(key)
+
+
 def record_push(image_id: str, ref: str, tag: str) -> None:
     pushes = _load("pushes.json")
     pushes.setdefault(image_id, []).append({"ref": ref, "tag": tag, "time": int(time.time())})

@@ -16,7 +16,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 from .command import ServerCommand, server_command
-from .contracts import LABEL_GPU_ARCH, LABEL_LOCK_DIGEST, LABEL_REQUIRE_NATIVE, LABEL_TARGET, LOCK_IN_IMAGE, TOOLS, GpuCode, StaticReply
+from .contracts import LABEL_GPU_ARCH, LABEL_LOCK_DIGEST, LABEL_REQUIRE_NATIVE, LABEL_UNLOADABLE, LABEL_TARGET, LOCK_IN_IMAGE, TOOLS, GpuCode, StaticReply
 from .errors import InputError, LockError, ProfileError
 from .features import Feature, derive, features
 from .flags import server_flags
@@ -104,7 +104,7 @@ def verify(engine: Engine, image_ref: str, *, target_arch: str | None = None, gp
         report.derived = server_flags(derive(rows), data.dists["sglang"], address=False)
     _check_pins(report, data, labels, repo_lock, lock)
     _check_gpu_code(report, libs, json.loads(labels.get(LABEL_REQUIRE_NATIVE, "[]") or "[]"), arch)
-    _check_shared_libs(report, data)
+    _check_shared_libs(report, data, json.loads(labels.get(LABEL_UNLOADABLE, "{}") or "{}"))
     _check_flags(report, data, command, rows)
     _check_environment(report, data)
     _gpu_checks(report, engine, image.id, gpu, model, arch)
@@ -175,22 +175,32 @@ def _check_gpu_code(report: Report, libs: dict[str, GpuCode], required: list[str
         report.add("gpu-code", "GPU code", "pass", summary)
 
 
-def _check_shared_libs(report: Report, data: StaticReply) -> None:
+def _check_shared_libs(report: Report, data: StaticReply, declared: dict[str, str] | None = None) -> None:
+    """Every GPU library's dependencies resolve, but for those the image declares unloadable (its label), and why."""
     missing = data.ldd_missing
     if missing is None:
         report.add("shared-libs", "shared libraries", "skip", "the image has no ldd")
         return
     broken = {p: [m for m in ms if m not in DRIVER_LIBS] for p, ms in missing.items()}
     broken = {p: ms for p, ms in broken.items() if ms}
+    excused: dict[str, list[str]] = {}
+    for path in list(broken):
+        rel = _relative(path, data.site_packages)
+        glob_ = next((g for g in (declared or {}) if PurePosixPath(rel).match(g)), None)
+        if glob_ is not None:
+            excused.setdefault(glob_, []).append(rel)
+            del broken[path]
+    said = "".join(f"; {len(rels)} declared unloadable ({g}: {(declared or {})[g]})" for g, rels in sorted(excused.items()))
     runtime = sorted({m for ms in missing.values() for m in ms if m in DRIVER_LIBS})
     if broken:
         path, libs = sorted(broken.items())[0]
         report.add("shared-libs", "shared libraries", "fail",
                    f"{', '.join(libs)} not found for {_relative(path, data.site_packages)}"
-                   + (f" and {len(broken) - 1} more libraries" if len(broken) > 1 else ""))
+                   + (f" and {len(broken) - 1} more libraries" if len(broken) > 1 else "") + said)
     else:
         note = f"; {', '.join(runtime)} provided at run time by the NVIDIA container runtime" if runtime else ""
-        report.add("shared-libs", "shared libraries", "pass", f"{len(missing)} GPU libraries resolve{note}")
+        resolved = len(missing) - sum(len(r) for r in excused.values())
+        report.add("shared-libs", "shared libraries", "pass", f"{resolved} GPU libraries resolve{note}{said}")
 
 
 def _check_flags(report: Report, data: StaticReply, command: ServerCommand, rows: list[Feature]) -> None:

@@ -3,12 +3,17 @@
 Only files the lock names (and that were verified) are served; the index page is a
 PEP 503 flat list with each file's sha256, and pip/uv in the build check the hashes
 again. Nothing is uploaded into the build context, so nothing lands in a layer.
+
+It listens on the build network's gateway, but a host address answers every local network (a
+container on the default bridge can reach it too), so it also refuses any connection that does
+not come from the build network's subnet.
 """
 
 from __future__ import annotations
 
 import hashlib
 import html
+import ipaddress
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,7 +23,8 @@ from .lock import Wheel
 
 
 class WheelServer:
-    def __init__(self, wheelhouse: Path, wheels: list[Wheel], host: str, extra: dict[str, bytes] | None = None) -> None:
+    def __init__(self, wheelhouse: Path, wheels: list[Wheel], host: str, extra: dict[str, bytes] | None = None, *,
+                 allowed: str | None = None) -> None:
         files = {w.filename: (wheelhouse / w.filename, w.sha256) for w in wheels}
         extra = dict(extra or {})  # small files from memory: the lock, the SBOM, the entrypoint, the helpers wheel
         listed = {n: h for n, (_, h) in files.items()}
@@ -56,8 +62,15 @@ class WheelServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer((host, 0), Handler)
-        self.httpd.daemon_threads = True
+        subnet = ipaddress.ip_network(allowed) if allowed else None
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def verify_request(self, request: object, client_address: tuple) -> bool:  # type: ignore[override]
+                return subnet is None or ipaddress.ip_address(client_address[0]) in subnet
+
+        self.httpd = Server((host, 0), Handler)
         self.url = f"http://{host}:{self.httpd.server_address[1]}/"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

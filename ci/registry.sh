@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # A registry on loopback for the local pipeline and the tests: Debian's docker-registry.
-# Usage: ci/registry.sh [PORT]   (prints 127.0.0.1:PORT once it answers)
+# Usage: ci/registry.sh [PORT]   (prints HOST:PORT once it answers; REGISTRY_HOST, default 127.0.0.1, is
+# the address it listens on: 10.200.26.1 for the second engine of ci/engine.sh, which has its own network)
 set -euo pipefail
 port=${1:-5000}
-addr=127.0.0.1:$port
+addr=${REGISTRY_HOST:-127.0.0.1}:$port
 answers() { python3 -c 'import sys, urllib.request; urllib.request.urlopen(f"http://{sys.argv[1]}/v2/", timeout=2)' "$addr" 2>/dev/null; }
 if answers; then echo "$addr"; exit 0; fi
 if ! command -v docker-registry >/dev/null 2>&1; then

@@ -58,6 +58,24 @@ def _our_tags(client) -> set[str]:
 
 
 @pytest.fixture(scope="session")
+def registry(tmp_path_factory):
+    """A real registry on loopback (Debian's docker-registry), started by ci/registry.sh; its address."""
+    import signal
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    d = tmp_path_factory.mktemp("registry")
+    # SGLBUILD_TEST_REGISTRY_HOST: where the engine under test reaches this host (ci/engine.sh's engine: 10.200.26.1).
+    host = os.environ.get("SGLBUILD_TEST_REGISTRY_HOST", "127.0.0.1")
+    out = subprocess.run([str(ROOT / "ci" / "registry.sh"), str(port)], env={**os.environ, "REGISTRY_DIR": str(d), "REGISTRY_HOST": host},
+                         capture_output=True, text=True, check=True).stdout.strip()
+    yield out
+    os.kill(int((d / "registry.pid").read_text()), signal.SIGTERM)  # the registry this fixture started, by its id
+
+
+@pytest.fixture(scope="session")
 def uv_wheel() -> Path:
     """The real uv wheel the default target installs with (fetched once from PyPI, then cached)."""
     d = CACHE / "uv"

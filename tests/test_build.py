@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
+import re
 import signal
 import subprocess
-import tarfile
 import time
 from pathlib import Path
 
@@ -98,31 +97,26 @@ def test_a_new_commit_rebuilds_nothing_and_is_not_gated_again(env):
     assert build_json(project)["gate"].removeprefix("inherited from ") in same_content  # back to the first smoke tests
 
 
-def test_no_wheel_in_any_layer(env):
-    """Save the image and read every layer: no wheel of the wheelhouse, by name or by bytes.
+def test_no_wheel_in_any_layer(env, engine):
+    """Read every layer the engine exports (whatever its save format): no wheel of the wheelhouse, by name or by bytes.
 
     The only .whl files allowed are Debian's own (python3-venv ships pip's wheel for ensurepip).
     """
-    client = env["client"]
+    from builder.layers import layer_files
+
     lock = json.loads((env["project"] / "locks" / "smalltest.lock.json").read_text())
     wheel_hashes = {w["sha256"] for w in lock["wheels"]}
     wheel_names = {w["filename"] for w in lock["wheels"]}
-    seen_files = 0
-    blob = b"".join(client.images.get(HUMAN).save(named=False))
-    with tarfile.open(fileobj=io.BytesIO(blob)) as outer:
-        layers = [m for m in outer.getmembers() if m.name.endswith("layer.tar")]
-        assert len(layers) >= 4
-        for member in layers:
-            with tarfile.open(fileobj=outer.extractfile(member)) as layer:
-                for f in layer.getmembers():
-                    if f.name.endswith((".whl", ".whl.part")):
-                        assert f.name.startswith("./usr/share/python-wheels/"), f.name
-                    assert Path(f.name).name not in wheel_names, f.name
-                    if f.isfile():
-                        seen_files += 1
-                        data = layer.extractfile(f).read()
-                        assert hashlib.sha256(data).hexdigest() not in wheel_hashes, f.name
-    assert seen_files > 1000  # the base's files were read too
+    diff_ids = engine.images.get(HUMAN).attrs["RootFS"]["Layers"]
+    layers = layer_files(engine, HUMAN, set(diff_ids))  # raises if the export holds fewer layers than the image
+    assert len(layers) == len(set(diff_ids)) >= 4
+    files = [(path, e) for entries in layers.values() for path, e in entries.items()]
+    for path, e in files:
+        if path.endswith((".whl", ".whl.part")):
+            assert path.startswith("/usr/share/python-wheels/"), path
+        assert Path(path).name not in wheel_names, path
+        assert e.sha256 not in wheel_hashes, path
+    assert sum(e.kind == "file" for _, e in files) > 1000  # the base's files were read too
 
 
 def test_changing_one_pin_rebuilds_only_the_stages_after_it(env):
@@ -230,13 +224,23 @@ def test_missing_mmdebstrap_and_full_disk_are_one_line(new_base, tmp_path):
         subprocess.run(["umount", str(small)])
 
 
+def default_sigint() -> None:
+    """As from a terminal: a shell runs background jobs (a CI step, 'make test &') with SIGINT ignored, and
+    Python then installs no KeyboardInterrupt handler; the command under test gets Ctrl-C's default back."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_the_build_moves_no_tag(new_base, env):
     client = env["client"]
     envv = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([*SGLBUILD, "build"], cwd=new_base, env=envv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(6)  # inside the base bootstrap (about 30 s)
+    proc = subprocess.Popen([*SGLBUILD, "build"], cwd=new_base, env=envv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
+    first = proc.stderr.readline()  # "building smalltest (...)": the command runs, the base bootstrap (about 30 s) starts
+    assert first.startswith("building "), first
+    time.sleep(3)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
+    err = first + err
     assert proc.returncode == 130, err
     assert "interrupted" in err.strip().splitlines()[-1] and "Traceback" not in err
     base_tags = {t for i in client.images.list("sglbuild/base") for t in i.tags}
@@ -246,3 +250,67 @@ def test_ctrl_c_during_the_build_moves_no_tag(new_base, env):
     from builder.profile import load_profile
     t = load_profile(new_base / "sglbuild.toml").target(None)
     assert base_ref(t, parse_lock(json.dumps(lock), "lock")) not in base_tags
+
+
+def test_the_wheel_server_answers_only_the_build_network(env, engine, tmp_path):
+    """The server listens on a host address, which every local network reaches: it must refuse all but the build's."""
+    from builder.wheelserver import WheelServer
+
+    if engine.builder != "classic":
+        pytest.skip("on BuildKit a step has no network and reads its wheels from a bind mount: no server to reach")
+    build_json(env["project"])
+    image = HUMAN  # any image with python3
+    fetch = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).status)"
+    network, gateway, subnet = engine.networks.build_network()
+    with WheelServer(tmp_path, [], gateway, {"probe.txt": b"x"}, allowed=subnet) as server:
+        url = server.url + "probe.txt"
+        ok = env["client"].containers.run(image, ["python3", "-c", fetch, url], entrypoint=[], network=network, remove=True)
+        assert ok.strip() == b"200"
+        # The same address from a container on the default bridge: routed by the host, refused by the server.
+        refused = env["client"].containers.run(image, ["sh", "-c", f"python3 -c '{fetch}' {url} 2>&1; echo rc=$?"],
+                                               entrypoint=[], network="bridge", remove=True)
+        assert b"rc=1" in refused and b"200" not in refused.split(b"rc=")[0]
+
+
+def test_a_file_changed_in_a_stage_image_is_noticed_and_built_again(env):
+    """Stage images are reused by tag: a different image under a stage's tag must not be taken for it."""
+    first = build_json(env["project"])
+    stage = next(s for s in first["stages"] if s["name"] == "app")
+    client = env["client"]
+    container = client.containers.create(stage["tag"], ["true"], entrypoint=[])
+    try:
+        container.put_archive("/opt", _tar({"tampered.txt": b"not what the lock installs\n"}))
+        forged = container.commit()
+        client.api.tag(forged.id, *stage["tag"].rsplit(":", 1))
+    finally:
+        container.remove(force=True)
+    r = build(env["project"])  # the text output, where the warning is
+    assert r.returncode == 0, r.stderr
+    assert f"{stage['tag']} is {forged.id[:19]}, not the {stage['image_id'][:19]} built for its key; building it again" in r.stderr
+    assert re.search(r"^\s+app\s+built", r.stderr, re.M)
+    again = build_json(env["project"])
+    assert statuses(again)["app"] == "reused" and again["image_id"] == first["image_id"]
+    assert engine_has_no(client, forged.id)  # the forged image went with the tag it had taken
+
+
+def engine_has_no(client, image_id: str) -> bool:
+    import docker
+
+    try:
+        client.images.get(image_id)
+    except docker.errors.ImageNotFound:
+        return True
+    return False
+
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()

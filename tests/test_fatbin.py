@@ -7,8 +7,6 @@ every GPU file of the default wheelhouse must get cuobjdump's answer, kind by ki
 from __future__ import annotations
 
 import io
-import json
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -170,6 +168,18 @@ def test_wheel_is_read_in_place(built, tmp_path):
     assert codes["gpukit/ops.so"].sass == ["sm_80", "sm_90a", "sm_120"]
     assert not codes["gpukit/host.so"].has_gpu_code
     assert not any(p.suffix == ".so" for p in tmp_path.rglob("*"))  # nothing unpacked
+
+
+def test_a_large_wheel_member_is_read_as_a_small_one(built, tmp_path, monkeypatch):
+    """Members over the in-memory limit are spooled to a temporary file (FlashAttention's 1.1 GB flash_ops.abi3.so
+    in sglang-kernel 0.4.10): that path once read from the spool's end and said "no GPU code"."""
+    from builder.probe import fatbin
+
+    wheel = make_wheel(tmp_path, "gpukit", "1.0", files={"gpukit/ops.so": built["several"].read_bytes()})
+    small = next(iter(scan_wheel(wheel)))
+    monkeypatch.setattr(fatbin, "_IN_MEMORY", 16)  # every member takes the spool path
+    large = next(iter(scan_wheel(wheel)))
+    assert large.sass == small.sass == ["sm_80", "sm_90a", "sm_120"] and large.entries == small.entries > 0
 
 
 def test_verdicts():

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -17,18 +15,6 @@ from conftest import small_project
 from support import ROOT, run_cli
 
 pytestmark = pytest.mark.engine
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    d = tmp_path_factory.mktemp("registry")
-    out = subprocess.run([str(ROOT / "ci" / "registry.sh"), str(port)], env={**os.environ, "REGISTRY_DIR": str(d)},
-                         capture_output=True, text=True, check=True).stdout.strip()
-    yield out
-    os.kill(int((d / "registry.pid").read_text()), signal.SIGTERM)  # the registry this fixture started, by its id
 
 
 def manifest_digest(addr: str, repo: str, tag: str) -> str:

@@ -143,7 +143,8 @@ def test_fetch_interrupted_resumes_with_a_range_request(project, index, uv_wheel
     index.delay = 0.002  # uv's 20 MB wheel now takes ~10 s
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([*SGLBUILD, "fetch", "-j", "1"], cwd=project, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,  # Ctrl-C's default, even when the suite runs in the background
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     part = project / "wheels" / (uv_wheel.name + ".part")
     deadline = time.monotonic() + 60
     while not (part.exists() and part.stat().st_size > 1_000_000) and time.monotonic() < deadline:

@@ -154,3 +154,81 @@ def test_each_wheel_goes_to_the_first_stage_that_needs_it(tmp_path):
     assert stages == {"sgltest-torch": "torch", "sgltest-dep": "torch", "sgltest-kernel": "kernel", "sgltest-app": "app"}
     with pytest.raises(ResolutionError, match="which nothing needs"):
         _assign_stages(t, {**wheels, "stray": w("stray")}, Platform("3.11.2", "2.36"))
+
+
+def test_semantic_layers_leave_out_entries_that_change_nothing():
+    from builder.layers import effective
+
+    base = {"/etc": Entry("dir", "", 0o40755, "0:0", 1, ""), "/etc/a": Entry("file", "1", 0o100644, "0:0", 1, "")}
+    classic = {"/etc": Entry("dir", "", 0o40755, "0:0", 5, ""), "/etc/b": Entry("file", "2", 0o100644, "0:0", 5, "")}
+    buildkit = {"/etc/b": Entry("file", "2", 0o644, "0:0", 5, "")}  # no copy-up of /etc; mode without type bits
+    a, b = effective([base, classic]), effective([base, buildkit])
+    assert compare_entries(a[1], b[1], semantic=True) == []
+    changed = {"/etc": Entry("dir", "", 0o40700, "0:0", 5, "")}  # a real change is kept
+    assert list(effective([base, changed])[1]) == ["/etc"]
+    gone = {"/etc/.wh.a": Entry("file", "", 0o644, "0:0", 5, "")}
+    assert list(effective([base, gone, {"/etc/a": base["/etc/a"]}])[2]) == ["/etc/a"]  # deleted, then back: a change
+
+
+# What pip 25 printed for `sglang==0.5.21` on 2026-11-24, when the index no longer served cuda-tile 1.6.0rc5.
+PIP_CUDA_TILE = ("ERROR: Could not find a version that satisfies the requirement cuda-tile==1.6.0rc5 (from sglang) "
+                 "(from versions: 1.6.0rc7, 1.6.0rc8, 1.6.0rc9, 1.6.0rc10, 1.6.0, 1.7.0)")
+
+
+def test_a_release_passed_over_says_why_in_one_line():
+    from builder.resolve import _why
+
+    assert _why(PIP_CUDA_TILE, "sglang") == "requires cuda-tile==1.6.0rc5, which the index does not serve"
+    assert _why("ERROR: No matching distribution found for foo>=2", "x") == "requires foo>=2, which the index does not serve"
+    assert "\n" not in _why("ResolutionImpossible: a\nb", "x")
+
+
+def test_passed_over_lines_round_trip_and_an_empty_list_keeps_old_locks_bytes():
+    from builder.lock import Lock, parse_lock
+
+    lock = Lock("t", "i", Platform("3.11.2", "2.36"), {}, [])
+    assert "passed_over" not in lock.to_json()  # locks written before keep their bytes, so their digests
+    lock.passed_over = ("sglang 0.5.21: passed over: requires cuda-tile==1.6.0rc5, which the index does not serve",)
+    assert parse_lock(lock.to_json(), "x").passed_over == lock.passed_over
+
+
+def test_extras_asked_by_a_dependent_reach_the_graph():
+    """torch asks for cuda-toolkit[cudart]; pip's report records extras only for what was asked directly."""
+    from builder.resolve import _edges
+
+    env = {"sys_platform": "linux", "platform_system": "Linux", "python_version": "3.11", "platform_machine": "x86_64"}
+    specs = ['nvidia-cuda-runtime==13.0.96; extra == "cudart"', 'nvidia-nvjitlink; extra == "nvjitlink"']
+    assert [r.name for r in _edges(specs, env, set())] == []
+    assert [r.name for r in _edges(specs, env, {"cudart"})] == ["nvidia-cuda-runtime"]
+
+
+@pytest.mark.parametrize("repo", ["https://ci:s3cret@registry.example/sglang", "ci:s3cret@registry.example/sglang",
+                                  "http://registry.example/sglang"])
+def test_a_repository_given_as_a_url_is_refused_without_repeating_its_credentials(repo):
+    from builder.errors import InputError
+    from builder.registry import check_repo
+
+    with pytest.raises(InputError) as info:
+        check_repo(repo)
+    assert "s3cret" not in str(info.value) and "registry.example" in str(info.value) and "docker login" in str(info.value)
+    assert check_repo("127.0.0.1:5000/sglbuild/cache") == "127.0.0.1:5000/sglbuild/cache"
+
+
+def test_credentials_never_reach_the_output_of_build_or_push(tmp_path):
+    from support import run_cli
+
+    for args in (["build", "--cache", "https://ci:s3cret@registry.example/c"], ["push", "img", "ci:s3cret@registry.example/c"]):
+        r = run_cli(*args, cwd=tmp_path, env={"DOCKER_HOST": "unix:///nonexistent.sock"})
+        assert r.returncode == 2 and "s3cret" not in r.stdout + r.stderr, r.stderr
+
+
+def test_an_engine_gone_mid_buildkit_build_is_the_machine_not_the_step():
+    """buildx's own words when the engine stops under it (seen: Docker 26.1.5 stopped during a stage)."""
+    from builder.engine.buildkit import _failure
+    from builder.errors import EngineUnavailable
+
+    lines = ["#5 [torch 2/3] RUN set -eu; ...",
+             "ERROR: Cannot connect to the Docker daemon at unix:///run/dsock/docker.sock. Is the docker daemon running?"]
+    err = _failure("torch", lines)
+    assert isinstance(err, EngineUnavailable) and err.exit_code == 3 and "stopped answering during stage torch" in str(err)
+    assert isinstance(_failure("torch", ["ERROR: failed to solve: process did not complete successfully: exit code: 1"]), BuildFailed)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TEST_IMAGE, nvcc_so, small_project
-from support import FAKE_SGLANG, run_cli
+from support import run_cli
 
 pytestmark = pytest.mark.engine
 GOOD = f"{TEST_IMAGE}:verifytest"
@@ -156,9 +156,11 @@ def test_serve_dry_run_prints_every_flag_the_server_gets(good):
     assert "-p 0.0.0.0:30001:8000" in r.stdout and r.stdout.strip().endswith("--api-key s3cret")  # public means a key
     r = run_cli("serve", img, "--preset", "qwen2.5-3b", "--port", "31000", "--dry-run", cwd=project)
     assert "-p 127.0.0.1:31000:8000" in r.stdout and "--shm-size 16g" in r.stdout and "--mem-fraction-static 0.25 --max-total-tokens 4096" in r.stdout
-    # Errors, one line each: no GPU here, a port in use, a missing model path, a missing image, rejected flags.
+    # Errors, one line each: no GPU here (doctor), a port in use, a missing model path, a missing image, rejected flags.
     r = run_cli("serve", img, "--preset", "tinyllama", "--port", "31001", cwd=project)
-    assert r.returncode == 3 and "no NVIDIA runtime" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    # serve runs doctor first: with no driver here it refuses, naming the first failed check and what to do.
+    assert r.returncode == 1 and "cannot serve here: NVIDIA driver: nvidia-smi is not installed" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -46,5 +46,6 @@ def test_gpu_job_verifies_the_pushed_digest_before_moving_the_tag():
     steps = [m.group(0) for m in re.finditer(r"docker pull|--gpu require --model|promote --require-gpu", gpu)]
     assert steps == ["docker pull", "--gpu require --model", "promote --require-gpu"]
     build = text[text.index("  build:"):text.index("  gpu-verify:")]
-    assert "lock --update" in build and "sglbuild push" in build and "actions/cache" in build
+    assert "lock --update" in build and "sglbuild push" in build and "--cache \"$CACHE_REPO\"" in build
+    assert build.index("login-action") < build.index("--cache")  # the cache is a registry: log in first
     assert "GITHUB_STEP_SUMMARY" in text[text.index("  pull-request:"):text.index("  build:")]

@@ -60,6 +60,7 @@ class Engine:
 
     def __init__(self, client: docker.DockerClient, where: str) -> None:
         from .builds import Builds
+        from .buildkit import BuildKit
         from .containers import Containers
         from .images import Images
         from .networks import Networks
@@ -68,6 +69,7 @@ class Engine:
         self.images = Images(self)
         self.containers = Containers(self)
         self.builds = Builds(self)
+        self.buildkit = BuildKit(self)
         self.networks = Networks(self)
 
     @functools.cached_property
@@ -86,6 +88,19 @@ class Engine:
     @property
     def version(self) -> str:
         return self.info.get("ServerVersion", "unknown")
+
+    @property
+    def containerd_store(self) -> bool:
+        """Whether images live in containerd's content store (Docker 29's default) rather than the legacy one."""
+        return "io.containerd.snapshotter" in str(self.info.get("DriverStatus") or "")
+
+    @functools.cached_property
+    def builder(self) -> str:
+        """How sglbuild builds on this engine: "buildkit" where it has BuildKit 0.13 and buildx answers, else "classic"."""
+        chosen = os.environ.get("SGLBUILD_BUILDER", "auto")
+        if chosen in ("classic", "buildkit"):
+            return chosen
+        return "buildkit" if self.buildkit.supported() else "classic"
 
 
 def connect(timeout: int = 600) -> Engine:

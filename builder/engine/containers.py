@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import io
 import json
+import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +20,30 @@ from . import guard
 if TYPE_CHECKING:
     from . import Engine
 
-BUILDER_DIR = Path(__file__).resolve().parent.parent  # mounted read-only into images for the probe
+BUILDER_DIR = Path(__file__).resolve().parent.parent
+# What the probe is made of: standard library only (tests/test_probe_isolation.py holds that line).
+PROBE_FILES = ("__init__.py", "contracts.py", "errors.py", "probe/*.py")
 ALL_GPUS = [DeviceRequest(count=-1, capabilities=[["gpu", "compute", "utility"]])]
+
+
+@functools.lru_cache(maxsize=1)
+def probe_archive() -> bytes:
+    """builder/'s probe files as a tar to unpack at the container's root (into PROBE_MOUNT/builder)."""
+    root = f"{PROBE_MOUNT.strip('/')}/builder"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        parts = root.split("/")
+        for directory in ["/".join(parts[:i]) for i in range(1, len(parts) + 1)] + [f"{root}/probe"]:
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for pattern in PROBE_FILES:
+            for path in sorted(BUILDER_DIR.glob(pattern)):
+                data = path.read_bytes()
+                info = tarfile.TarInfo(f"{root}/{path.relative_to(BUILDER_DIR)}")
+                info.size, info.mode = len(data), 0o644
+                tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
 
 
 class Containers:
@@ -43,11 +68,16 @@ class Containers:
         except docker.errors.APIError:
             pass  # the engine removes it with the rest of sglbuild's leftovers (sglbuild gc)
 
-    def run(self, image: str, command: list[str] | str, **kw: Any) -> tuple[int, str]:
-        """Run COMMAND in a throwaway container (no network unless asked); its exit code and output."""
+    def run(self, image: str, command: list[str] | str, *, files: dict[str, bytes] | None = None, **kw: Any) -> tuple[int, str]:
+        """Run COMMAND in a throwaway container (no network unless asked); its exit code and output.
+
+        FILES: {directory: tar archive} unpacked into the container before it starts.
+        """
         container = self.create(image, command, **kw)
         try:
             with guard(f"running {command if isinstance(command, str) else ' '.join(command)[:80]!r} in {image}"):
+                for path, archive in (files or {}).items():
+                    container.put_archive(path, archive)
                 container.start()
                 code = container.wait()["StatusCode"]
                 return code, container.logs(stdout=True, stderr=True).decode(errors="replace")
@@ -57,12 +87,13 @@ class Containers:
     def probe(self, image: str, args: list[str], *, gpus: bool = False) -> Any:
         """``python3 -m builder.probe ARGS`` inside IMAGE with the image's own Python; its JSON answer.
 
-        sglbuild's package is mounted read-only; the container has no network.
+        The probe's files (standard library only) are copied into the container before it starts,
+        so it works with any engine, local or not; the container has no network.
         """
         self.engine.images.get(image)
         code, out = self.run(image, ["python3", "-m", "builder.probe", *args], gpus=gpus,
                              environment={"PYTHONPATH": PROBE_MOUNT, "PYTHONDONTWRITEBYTECODE": "1"},
-                             volumes={str(BUILDER_DIR): {"bind": f"{PROBE_MOUNT}/builder", "mode": "ro"}})
+                             files={"/": probe_archive()})
         lines = out.strip().splitlines()
         try:
             answer = json.loads(lines[-1]) if lines else None

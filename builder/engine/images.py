@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -45,10 +46,11 @@ class Images:
             raise ImageNotFound(f"no image {ref!r} on this engine", "build it, or pull it by digest")
         return image
 
-    def tag(self, image_id: str, ref: str, *, drop_replaced: bool = False) -> None:
-        """Point REF at IMAGE_ID. ``drop_replaced``: remove the image REF pointed at before if
-        that left it untagged and sglbuild made it (a --no-cache rebuild would leave it dangling)."""
-        previous = self.find(ref) if drop_replaced else None
+    def tag(self, image_id: str, ref: str, *, drop_replaced: bool = False, previous: Image | None = None) -> None:
+        """Point REF at IMAGE_ID. ``drop_replaced``: remove the image REF pointed at before (PREVIOUS, if a
+        builder already moved REF) if that left it untagged and sglbuild made it (a --no-cache rebuild
+        would leave it dangling)."""
+        previous = previous or (self.find(ref) if drop_replaced else None)
         repo, tag = split_ref(ref)
         with guard(f"tagging {image_id[:19]} as {ref}"):
             self.api.tag(image_id, repo, tag, force=True)
@@ -124,6 +126,18 @@ class Images:
         with guard(f"the history of {image}"):
             return self.api.history(image)
 
+    def registry_digest(self, ref: str) -> str | None:
+        """The digest REPO:TAG names in its registry, asked through the engine; None if the registry has no such tag."""
+        with guard(f"a look-up of {ref} in its registry"):
+            try:
+                return self.engine.client.images.get_registry_data(ref).id
+            except docker.errors.NotFound:
+                return None
+            except docker.errors.APIError as exc:
+                if exc.status_code in (401, 403, 404) or "manifest unknown" in str(exc.explanation or "").lower():
+                    return None
+                raise NetworkError(f"the registry of {ref} did not answer: {' '.join(str(exc.explanation or exc).split())}") from None
+
     def pull(self, repo: str, tag: str) -> Image:
         with guard(f"the pull of {repo}:{tag}"):
             try:
@@ -139,7 +153,9 @@ class Images:
                 for chunk in self.api.push(repo, tag=tag, stream=True, decode=True):
                     if "error" in chunk:
                         raise NetworkError(f"push of {repo}:{tag} failed: {chunk['error']}", "check the registry and your login")
-                    digest = (chunk.get("aux") or {}).get("Digest", digest)
+                    # The legacy store says it in "aux"; containerd's store only in the last status line.
+                    said = re.search(r"digest: (sha256:[0-9a-f]{64})", chunk.get("status") or "")
+                    digest = (chunk.get("aux") or {}).get("Digest") or (said.group(1) if said else digest)
             except docker.errors.APIError as exc:
                 raise NetworkError(f"push of {repo}:{tag} failed: {exc.explanation}") from None
         if not digest:

@@ -19,8 +19,8 @@ class Networks:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def build_network(self) -> tuple[str, str]:
-        """The build network's name and its gateway (this host's address on it)."""
+    def build_network(self) -> tuple[str, str, str]:
+        """The build network's name, its gateway (this host's address on it) and its subnet."""
         networks = self.engine.client.networks
         with guard(f"setting up the {BUILD_NETWORK} network"):
             try:
@@ -28,7 +28,8 @@ class Networks:
             except docker.errors.NotFound:
                 net = networks.create(BUILD_NETWORK, driver="bridge", internal=True, labels={LABEL_MANAGED: "true"})
                 net.reload()
-        return net.name, net.attrs["IPAM"]["Config"][0]["Gateway"]
+        ipam = net.attrs["IPAM"]["Config"][0]
+        return net.name, ipam["Gateway"], ipam["Subnet"]
 
     def list_managed(self) -> list:
         with guard("a list of networks"):

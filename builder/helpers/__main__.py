@@ -2,6 +2,9 @@
 
     fetch URL SHA256 DEST MODE    download URL, refuse it unless its sha256 is SHA256, write DEST with MODE
     clashes REQUIREMENTS          the wheels of REQUIREMENTS to install again so the same one wins every build
+    serve DIRECTORY PORT          serve DIRECTORY on 127.0.0.1:PORT in the background; prints the server's pid
+                                  once it listens (BuildKit steps: the bind-mounted wheelhouse, read over HTTP
+                                  exactly as the classic builder's steps read it, so both install the same files)
 
 uv installs a stage's wheels in parallel, so when two of them ship the same file with
 different contents either may win. ``clashes`` finds such files from the installed
@@ -54,13 +57,35 @@ def clashes(requirements: str) -> list:
     return [names[i] for i in sorted({max(owners[p]) for p, h in hashes.items() if len(h) > 1})]
 
 
+def serve(directory: str, port: str) -> None:
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", int(port)), functools.partial(Quiet, directory=directory))
+    pid = os.fork()
+    if pid:  # the parent: the socket listens already; say who serves, and return to the step
+        print(pid)
+        return
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    server.serve_forever()
+
+
 def main(argv: list) -> int:
     if argv[:1] == ["fetch"] and len(argv) == 5:
         fetch(*argv[1:])
     elif argv[:1] == ["clashes"] and len(argv) == 2:
         print(" ".join(clashes(argv[1])))
+    elif argv[:1] == ["serve"] and len(argv) == 3:
+        serve(argv[1], argv[2])
     else:
-        sys.exit(f"sglbuild_helpers: usage: fetch URL SHA256 DEST MODE | clashes REQUIREMENTS (got {argv!r})")
+        sys.exit(f"sglbuild_helpers: usage: fetch URL SHA256 DEST MODE | clashes REQUIREMENTS | serve DIRECTORY PORT (got {argv!r})")
     return 0
 
 

@@ -36,7 +36,7 @@ import struct
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import BinaryIO, Iterator, List, Tuple
+from typing import BinaryIO, Iterator, Tuple
 
 from ..contracts import GpuCode
 from ..errors import FatbinError, MissingFile
@@ -228,6 +228,7 @@ def _archive(f: BinaryIO, name: str, out: _Listing) -> None:
 def scan_stream(f: BinaryIO, name: str) -> GpuCode:
     """The GPU code of one (seekable) file object; GpuCode.kind says whether the driver can load it."""
     out = _Listing()
+    f.seek(0)  # from the start, wherever the caller left it (a spooled wheel member is left at its end)
     head = f.read(64)
     if head[:4] == b"\x7fELF" and len(head) == 64 and head[4] == 2 and head[5] == 1:
         kind = _elf(f, head, name, out)

@@ -1,0 +1,55 @@
+"""gc: what interrupted runs leave is removed, what anyone else made or a running build uses is not."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+
+from support import run_cli
+
+pytestmark = pytest.mark.engine
+
+
+def _image(client, label: bool, tag: str | None = None) -> str:
+    """A tiny real image built from scratch (one file), labelled as sglbuild's or not."""
+    dockerfile = "FROM scratch\nCOPY f /f\n" + ('LABEL io.sglbuild.managed="true"\n' if label else "")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        # Each image its own file: with the same one, the classic builder's cache makes the unlabelled image
+        # the labelled one's parent, and removing the child takes its untagged parent with it.
+        for name, data in (("Dockerfile", dockerfile.encode()), ("f", f"{tag} {label}".encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    image, _ = client.images.build(fileobj=buf, custom_context=True, tag=tag, rm=True)
+    return image.id
+
+
+def test_gc_removes_leftovers_and_keeps_the_rest(engine, docker_client, tmp_path):
+    ours = _image(docker_client, True)  # an untagged sglbuild image, as a killed build leaves
+    theirs = _image(docker_client, False)  # an untagged image someone else made
+    kept = _image(docker_client, True, "sglbuild-test/gc-kept:1")  # tagged: in use
+    container = docker_client.containers.create(kept, ["x"], labels={"io.sglbuild.managed": "true"})
+    (tmp_path / "wheels" / ".sglbuild-served-x").mkdir(parents=True)
+    try:
+        dry = run_cli("--wheels", str(tmp_path / "wheels"), "gc", "--dry-run", cwd=tmp_path)
+        assert dry.returncode == 0 and ours[:19] in dry.stdout and engine.images.find(ours) is not None
+        r = run_cli("--wheels", str(tmp_path / "wheels"), "gc", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert engine.images.find(ours) is None  # removed
+        assert engine.images.find(theirs) is not None and engine.images.find(kept) is not None  # not ours / tagged
+        assert container.name in r.stdout and not (tmp_path / "wheels" / ".sglbuild-served-x").exists()
+    finally:
+        for ref in (theirs, "sglbuild-test/gc-kept:1"):
+            engine.images.remove(ref, force=True)
+
+
+def test_gc_waits_for_no_one_and_refuses_while_a_build_runs(engine, tmp_path):
+    from builder.gc import build_lock
+
+    with build_lock(engine):  # as a running build holds it
+        r = run_cli("gc", cwd=tmp_path)
+    assert r.returncode == 3 and "a build is running" in r.stderr and len(r.stderr.splitlines()) == 1
