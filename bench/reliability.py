@@ -41,6 +41,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from builder.cli import cli  # noqa: E402
 from builder.errors import ExitCode  # noqa: E402
+from support import tar_bytes  # noqa: E402  (tests/support.py: the suite's helpers)
 
 CODES = {int(c) for c in ExitCode}
 STATE = Path(tempfile.mkdtemp(prefix="sglbuild-reliability-state-"))
@@ -282,7 +283,7 @@ def faults(project: Path, client, human: str, reference: str) -> None:
     plan = json.loads(sglbuild(project, "plan", "--json").stdout)[0]
     stage = plan["stages"][-1]
     c = client.containers.create(stage["tag"], ["true"], entrypoint=[])
-    c.put_archive("/opt", _tar({"tampered.txt": b"x"}))
+    c.put_archive("/opt", tar_bytes({"tampered.txt": b"x"}))
     forged = c.commit()
     c.remove(force=True)
     client.api.tag(forged.id, *stage["tag"].rsplit(":", 1))
@@ -400,19 +401,6 @@ def engine_faults(project: Path) -> None:
         left = len(client.containers.list(all=True, filters={"label": "io.sglbuild.managed"})) + \
             len(client.images.list(filters={"label": "io.sglbuild.managed", "dangling": True}))
         row(name, leftovers=left)
-
-
-def _tar(files: dict[str, bytes]) -> bytes:
-    import io
-    import tarfile
-
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for n, d in files.items():
-            info = tarfile.TarInfo(n)
-            info.size = len(d)
-            tar.addfile(info, io.BytesIO(d))
-    return buf.getvalue()
 
 
 def main() -> None:

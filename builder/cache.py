@@ -11,7 +11,7 @@ line and the stage is built.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .contracts import LABEL_STAGE_KEY
@@ -28,8 +28,6 @@ class StageCache:
     engine: Engine
     repo: str
     reporter: Reporter
-    pulled: list[str] = field(default_factory=list)
-    pushed: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         check_repo(self.repo)
@@ -53,7 +51,6 @@ class StageCache:
             self.reporter.step(name, "refused", f"{repo}@{digest[:19]} is labelled for another key; building it here")
             return None
         self.engine.images.tag(image.id, local_tag)
-        self.pulled.append(name)
         self.reporter.step(name, "pulled", f"{repo}@{digest[:19]}")
         return image.id
 
@@ -77,5 +74,4 @@ class StageCache:
         except SglbuildError as exc:
             self.reporter.step(name, "not cached", f"{ref}: {exc}")
             return
-        self.pushed.append(name)
         self.reporter.step(name, "pushed", f"{repo}@{digest[:19]}")

@@ -461,10 +461,9 @@ def doctor(ctx: Context, image_or_target: str | None, json_mode: bool, nvidia_sm
         image = ctx.target(image).human_tag
     doc = run_doctor(lambda: ctx.engine, image, nvidia_smi=nvidia_smi)
     click.echo(json.dumps(doc.to_dict(), indent=2) if json_mode else doc.text(), nl=json_mode)
-    if not doc.passed:
-        failed = [f for f in doc.findings if f.status == "fail"]
-        raise NotReady(f"{len(failed)} of {len(doc.findings)} checks failed: {', '.join(f.name for f in failed)}",
-                       failed[0].hint or "see the lines above")
+    if doc.failed:
+        raise NotReady(f"{len(doc.failed)} of {len(doc.findings)} checks failed: {', '.join(f.name for f in doc.failed)}",
+                       doc.failed[0].hint or "see the lines above")
 
 
 @cli.command()

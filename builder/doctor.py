@@ -53,8 +53,12 @@ class Doctor:
         self.findings.append(Finding(id_, name, status, detail, hint))
 
     @property
+    def failed(self) -> list[Finding]:
+        return [f for f in self.findings if f.status == "fail"]
+
+    @property
     def passed(self) -> bool:
-        return all(f.status != "fail" for f in self.findings)
+        return not self.failed
 
     def text(self) -> str:
         lines = [f"doctor{' ' + self.image if self.image else ''}"]
@@ -133,10 +137,12 @@ def check_image(doc: Doctor, engine: Engine, image_ref: str, found: list[HostGpu
 
 
 def _check_coverage(doc: Doctor, data: StaticReply, labels: dict[str, str], arch: str, on_gpu: bool) -> None:
-    libs = {c.path: c for c in data.libraries if c.kind == "library"}
+    from .verify import _matching, _relative  # verify's reading of the same label: globs under site-packages
+
+    libs = {_relative(c.path, data.site_packages): c for c in data.libraries if c.kind == "library"}
     verdicts = {p: verdict(c, arch) for p, c in libs.items()}
-    required = json.loads(labels.get(LABEL_REQUIRE_NATIVE, "[]") or "[]") or ["*/torch/lib/libtorch_cuda.so"]
-    missing = [p for p, v in verdicts.items() if v != "native" and any(PurePosixPath(p).match(g if g.startswith("*") else f"*/{g}") for g in required)]
+    required = json.loads(labels.get(LABEL_REQUIRE_NATIVE, "[]") or "[]") or ["torch/lib/libtorch_cuda.so"]
+    missing = [p for p in _matching(libs, required) if verdicts[p] != "native"]
     where = "this machine's GPU" if on_gpu else "the image's target (no GPU here)"
     counts = f"{sum(v == 'native' for v in verdicts.values())} native, {sum(v == 'ptx-jit' for v in verdicts.values())} via PTX JIT, " \
              f"{sum(v == 'none' for v in verdicts.values())} none of {len(libs)} libraries"

@@ -62,10 +62,6 @@ class Collected:
     bytes: int = 0
     kept_running: list[str] = field(default_factory=list)
 
-    @property
-    def total(self) -> int:
-        return len(self.containers) + len(self.images) + len(self.networks) + len(self.paths)
-
 
 def leftover_paths(wheelhouse: Path) -> list[Path]:
     found = [*wheelhouse.glob(".sglbuild-served-*"), *wheelhouse.glob("sglbuild-bench-*")]

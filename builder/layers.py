@@ -68,7 +68,7 @@ class _HashingReader:
         return "sha256:" + self.hash.hexdigest()
 
 
-class _StreamReader:
+class StreamReader:
     """A file object over a stream of chunks, with bytes pushed back in front (to peek)."""
 
     def __init__(self, chunks: Iterator[bytes], head: bytes = b"") -> None:
@@ -97,7 +97,7 @@ def _read_layer(member_stream: BinaryIO) -> tuple[str, dict[str, Entry]] | None:
     head = member_stream.read(512)
     if head[:1] in (b"{", b"["):
         return None  # a manifest, config or index
-    raw: BinaryIO = _StreamReader(_chunks(member_stream), head)  # type: ignore[assignment]
+    raw: BinaryIO = StreamReader(_chunks(member_stream), head)  # type: ignore[assignment]
     if head[:2] == _GZIP:
         raw = gzip.GzipFile(fileobj=raw)  # type: ignore[arg-type]
     elif head[:4] == _ZSTD:
@@ -126,7 +126,7 @@ def _read_layer(member_stream: BinaryIO) -> tuple[str, dict[str, Entry]] | None:
 
 def layer_files(engine: Engine, image: str, wanted: set[str]) -> dict[str, dict[str, Entry]]:
     """{diff ID: {path: Entry}} for the layers of IMAGE whose diff ID is in WANTED; raises if one is missing."""
-    outer = tarfile.open(fileobj=_StreamReader(engine.images.export(image)), mode="r|")  # type: ignore[call-overload]
+    outer = tarfile.open(fileobj=StreamReader(engine.images.export(image)), mode="r|")  # type: ignore[call-overload]
     found: dict[str, dict[str, Entry]] = {}
     for member in outer:
         if not member.isfile() or member.size < 20:  # smaller than any gzip stream or tar: a small JSON file at most

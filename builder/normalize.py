@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .contracts import HISTORY_PREFIX, LABEL_LAYER_STAGES, LABEL_MANAGED, LABEL_STAGE_KEY, PROVENANCE_LABELS, STAGE_REPO
 from .errors import EngineError, EnvironmentProblem
+from .layers import StreamReader
 from .render import dockerfile_value
 
 if TYPE_CHECKING:
@@ -140,7 +141,7 @@ def _full_name(ref: str) -> str:
 def _oci_manifest(engine: Engine, image_id: str) -> dict[str, Any]:
     """The image manifest of IMAGE_ID, from its export (small JSON blobs kept, layers streamed past)."""
     blobs: dict[str, bytes] = {}
-    outer = tarfile.open(fileobj=_Chunks(engine.images.export(image_id)), mode="r|")
+    outer = tarfile.open(fileobj=StreamReader(iter(engine.images.export(image_id))), mode="r|")  # type: ignore[call-overload]
     for member in outer:
         if member.isfile() and member.size < (1 << 20):
             blobs[member.name] = outer.extractfile(member).read()
@@ -151,20 +152,6 @@ def _oci_manifest(engine: Engine, image_id: str) -> dict[str, Any]:
         digest = manifest["manifests"][0]["digest"].split(":", 1)[1]
         manifest = json.loads(blobs[f"blobs/sha256/{digest}"])
     return manifest
-
-
-class _Chunks:
-    def __init__(self, chunks: Any) -> None:
-        self.chunks, self.buf = iter(chunks), b""
-
-    def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self.buf) < n:
-            try:
-                self.buf += next(self.chunks)
-            except StopIteration:
-                break
-        out, self.buf = (self.buf, b"") if n < 0 else (self.buf[:n], self.buf[n:])
-        return out
 
 
 def _load_archive(engine: Engine, files: dict[str, bytes], manifest: list | None, epoch: int) -> None:

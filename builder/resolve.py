@@ -160,7 +160,7 @@ def passed_over(target: Target, platform: Platform, wheelhouse: Path, wheels: li
                 _pip_resolve(target, [exact if p is pin else p for p in pins], platform, wheelhouse)
                 why = "resolves alone, but not with the other stages' pins"
             except ResolutionError as exc:
-                why = _why(exc.message, pin.name)
+                why = _why(exc.message)
             lines.append(f"{pin.name} {version}: passed over: {why}")
         if len(newer) > _EXPLAIN_AT_MOST:
             lines.append(f"{pin.name}: {len(newer) - _EXPLAIN_AT_MOST} older releases newer than {locked[pin.name]} not tried")
@@ -178,31 +178,25 @@ def _index_versions(index: str, project: str) -> list[Version]:
         return []  # the index answered, and lists nothing for it
     except (urllib.error.URLError, OSError) as exc:
         raise NetworkError(f"package index {index} did not list {project}: {getattr(exc, 'reason', exc)}", "check the network") from None
+    out: set[Version] = set()
     if "json" in ctype:
-        names: list[str] = [str(v) for v in json.loads(body).get("versions", [])]
-    else:  # a PEP 503 page: the versions are in the file names
-        names = []
-        for filename in re.findall(r">([^<>]+)</a>", body.decode("utf-8", "replace")):
+        for v in json.loads(body).get("versions", []):
             try:
-                names.append(str(parse_wheel_filename(filename.strip())[1]) if filename.strip().endswith(".whl")
-                             else str(parse_sdist_filename(filename.strip())[1]))
-            except ValueError:
+                out.add(Version(v))
+            except InvalidVersion:
                 pass
-    out = set()
-    for v in names:
-        try:
-            out.add(Version(v))
-        except InvalidVersion:
-            pass
+    else:  # a PEP 503 page: the versions are in the file names
+        for filename in (f.strip() for f in re.findall(r">([^<>]+)</a>", body.decode("utf-8", "replace"))):
+            try:
+                out.add(parse_wheel_filename(filename)[1] if filename.endswith(".whl") else parse_sdist_filename(filename)[1])
+            except ValueError:  # packaging's InvalidWheelFilename and InvalidSdistFilename
+                pass
     return sorted(out)
 
 
-def _why(message: str, project: str) -> str:
+def _why(message: str) -> str:
     """pip's reason, shortened to what a reader needs: the requirement the index cannot serve."""
-    m = re.search(r"Could not find a version that satisfies the requirement (\S+)(?: \(from ([^)]*)\))?", message)
-    if m:
-        return f"requires {m.group(1)}, which the index does not serve"
-    m = re.search(r"No matching distribution found for (\S+)", message)
+    m = re.search(r"(?:Could not find a version that satisfies the requirement|No matching distribution found for) (\S+)", message)
     if m:
         return f"requires {m.group(1)}, which the index does not serve"
     return " ".join(message.split(": ", 1)[-1].split())[:200]
@@ -270,7 +264,7 @@ def _pip_resolve(target: Target, pins: list[Pin], platform: Platform, wheelhouse
         items = json.loads(report.read_text())["install"]
         wheels: dict[str, Wheel] = {}
         env = target_environment(platform)
-        raw: dict[str, list[str]] = {}
+        raw: dict[str, list[Requirement]] = {}
         extras: dict[str, set[str]] = {}
         for item in items:
             meta = item["metadata"]
@@ -286,7 +280,7 @@ def _pip_resolve(target: Target, pins: list[Pin], platform: Platform, wheelhouse
                 url, sha = None, pin.sha256
             if not sha:
                 raise ResolutionError(f"the index gave no sha256 for {filename}", "use an index that publishes hashes")
-            raw[name] = meta.get("requires_dist") or []
+            raw[name] = [Requirement(r) for r in meta.get("requires_dist") or []]  # parsed once: the loop below walks them often
             extras.setdefault(name, set()).update(item.get("requested_extras") or [])
             wheels[name] = Wheel(name=name, version=meta["version"], filename=filename, sha256=sha, url=url, stage="")
         # A dependency's extras come from whoever asks for it (torch asks for cuda-toolkit[cudart, ...]), and pip's
@@ -305,11 +299,10 @@ def _pip_resolve(target: Target, pins: list[Pin], platform: Platform, wheelhouse
                 for name, w in wheels.items()}
 
 
-def _edges(requires_dist: list[str], env: dict[str, str], extras: set[str]) -> list[Requirement]:
+def _edges(requires: list[Requirement], env: dict[str, str], extras: set[str]) -> list[Requirement]:
     """The requirements that apply on the image's platform, with EXTRAS of the package asked for."""
     out = []
-    for spec in requires_dist:
-        req = Requirement(spec)
+    for req in requires:
         if req.marker is None or any(req.marker.evaluate({**env, "extra": e}) for e in (extras | {""})):
             out.append(req)
     return out

@@ -202,10 +202,9 @@ def serve(engine: Engine, image_ref: str, *, model: str | None, preset: str | No
         if not port_free(p.bind, p.port):
             raise InputError(f"port {p.port} is in use on {p.bind}", "pass --port N")
         doc = doctor(lambda: engine, image_ref)  # the driver, the GPUs, the runtime, CUDA's driver floor, GPU code
-        failed = [f for f in doc.findings if f.status == "fail"]
-        if failed:  # one line: the first failure and what to do (warnings only when it goes on)
-            raise NotReady(f"cannot serve here: {failed[0].name}: {failed[0].detail}",
-                           failed[0].hint or "run 'sglbuild doctor IMAGE' for every check")
+        if doc.failed:  # one line: the first failure and what to do (warnings only when it goes on)
+            first = doc.failed[0]
+            raise NotReady(f"cannot serve here: {first.name}: {first.detail}", first.hint or "run 'sglbuild doctor IMAGE' for every check")
         for f in doc.findings:
             if f.status == "warn":
                 say(f"doctor: {f.name}: {f.detail}")

@@ -165,3 +165,17 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: i
     """Run the real `sglbuild` command (as a user would) and capture its output."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **(env or {})}
     return subprocess.run([*SGLBUILD, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def tar_bytes(files: dict[str, bytes]) -> bytes:
+    """FILES as an uncompressed tar, for put_archive or a build context."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TEST_IMAGE, small_profile, small_project
-from support import ROOT, SGLBUILD, run_cli
+from support import ROOT, SGLBUILD, run_cli, tar_bytes
 
 pytestmark = pytest.mark.engine
 HUMAN = f"{TEST_IMAGE}:smalltest"
@@ -279,7 +279,7 @@ def test_a_file_changed_in_a_stage_image_is_noticed_and_built_again(env):
     client = env["client"]
     container = client.containers.create(stage["tag"], ["true"], entrypoint=[])
     try:
-        container.put_archive("/opt", _tar({"tampered.txt": b"not what the lock installs\n"}))
+        container.put_archive("/opt", tar_bytes({"tampered.txt": b"not what the lock installs\n"}))
         forged = container.commit()
         client.api.tag(forged.id, *stage["tag"].rsplit(":", 1))
     finally:
@@ -301,16 +301,3 @@ def engine_has_no(client, image_id: str) -> bool:
     except docker.errors.ImageNotFound:
         return True
     return False
-
-
-def _tar(files: dict[str, bytes]) -> bytes:
-    import io
-    import tarfile
-
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()

@@ -178,9 +178,9 @@ PIP_CUDA_TILE = ("ERROR: Could not find a version that satisfies the requirement
 def test_a_release_passed_over_says_why_in_one_line():
     from builder.resolve import _why
 
-    assert _why(PIP_CUDA_TILE, "sglang") == "requires cuda-tile==1.6.0rc5, which the index does not serve"
-    assert _why("ERROR: No matching distribution found for foo>=2", "x") == "requires foo>=2, which the index does not serve"
-    assert "\n" not in _why("ResolutionImpossible: a\nb", "x")
+    assert _why(PIP_CUDA_TILE) == "requires cuda-tile==1.6.0rc5, which the index does not serve"
+    assert _why("ERROR: No matching distribution found for foo>=2") == "requires foo>=2, which the index does not serve"
+    assert "\n" not in _why("ResolutionImpossible: a\nb")
 
 
 def test_passed_over_lines_round_trip_and_an_empty_list_keeps_old_locks_bytes():
@@ -197,7 +197,9 @@ def test_extras_asked_by_a_dependent_reach_the_graph():
     from builder.resolve import _edges
 
     env = {"sys_platform": "linux", "platform_system": "Linux", "python_version": "3.11", "platform_machine": "x86_64"}
-    specs = ['nvidia-cuda-runtime==13.0.96; extra == "cudart"', 'nvidia-nvjitlink; extra == "nvjitlink"']
+    from packaging.requirements import Requirement
+
+    specs = [Requirement(s) for s in ('nvidia-cuda-runtime==13.0.96; extra == "cudart"', 'nvidia-nvjitlink; extra == "nvjitlink"')]
     assert [r.name for r in _edges(specs, env, set())] == []
     assert [r.name for r in _edges(specs, env, {"cudart"})] == ["nvidia-cuda-runtime"]
 
@@ -232,3 +234,17 @@ def test_an_engine_gone_mid_buildkit_build_is_the_machine_not_the_step():
     err = _failure("torch", lines)
     assert isinstance(err, EngineUnavailable) and err.exit_code == 3 and "stopped answering during stage torch" in str(err)
     assert isinstance(_failure("torch", ["ERROR: failed to solve: process did not complete successfully: exit code: 1"]), BuildFailed)
+
+
+def test_doctor_fails_gpu_code_a_required_library_lacks_for_this_gpu():
+    from builder.doctor import Doctor, _check_coverage
+
+    data = reply(libraries=[GpuCode("/sp/torch/lib/libtorch_cuda.so", ["sm_80", "sm_90"], [], 2, 0),
+                            GpuCode("/sp/sgl_kernel/sm90/common_ops.abi3.so", ["sm_90a", "sm_120a"], [], 2, 0)])
+    labels = {"io.sglbuild.require-native": json.dumps(["torch/lib/libtorch_cuda.so", "sgl_kernel/*/common_ops*.so"])}
+    doc = Doctor()
+    _check_coverage(doc, data, labels, "sm_120", True)
+    assert doc.failed and "libtorch_cuda.so carry no sm_120 code" in doc.failed[0].detail
+    doc = Doctor()
+    _check_coverage(doc, data, labels, "sm_90", True)
+    assert not doc.failed and "2 native" in doc.findings[0].detail
