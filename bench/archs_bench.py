@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 sys.path.insert(0, str(ROOT / "tests"))
 from authority import compare_wheelhouse  # noqa: E402
-from builder.lock import check_lock  # noqa: E402
-from builder.profile import load_profile  # noqa: E402
+from builder.inputs.lockfile import check_lock  # noqa: E402
+from builder.inputs.profile import load_profile  # noqa: E402
 
 
 def timed(cmd: list[str], **kw) -> tuple[float, int, str]:

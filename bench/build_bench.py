@@ -20,21 +20,21 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from builder.base import ensure_base  # noqa: E402
+from builder.build.base import ensure_base  # noqa: E402
 from builder.engine import connect  # noqa: E402
+from builder.state import scratch  # noqa: E402
 from builder.engine.buildkit import docker_cli  # noqa: E402
-from builder.lock import check_lock  # noqa: E402
-from builder.plan import make_plan  # noqa: E402
-from builder.profile import load_profile  # noqa: E402
+from builder.inputs.lockfile import check_lock  # noqa: E402
+from builder.build.plan import make_plan  # noqa: E402
+from builder.inputs.profile import load_profile  # noqa: E402
 from builder.ui import Reporter  # noqa: E402
-from builder.wheelhouse import fetch  # noqa: E402
+from builder.inputs.wheelhouse import fetch  # noqa: E402
 
 NAIVE_TAG = "sglbuild-bench/naive:latest"
 DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
@@ -83,10 +83,10 @@ def one_engine(host: str | None) -> dict:
     forget(engine, plan, target)
     ours_full = sglbuild(env, "build")
     ours_noop = sglbuild(env, "build")
-    ours_size = engine.images.get(target.human_tag).attrs["Size"]
+    ours_size = engine.images.get(target.human_tag).size
     forget(engine, plan, target)  # room for the naive image: on containerd's store each image takes about twice its size
 
-    with tempfile.TemporaryDirectory(prefix="sglbuild-bench-", dir=wheels) as ctx:  # same disk: hard links
+    with scratch("bench", wheels) as ctx:  # same disk: hard links
         ctxp = Path(ctx)
         (ctxp / "wheelhouse").mkdir()
         for w in lock.wheels:
@@ -109,7 +109,7 @@ def one_engine(host: str | None) -> dict:
         try:
             naive_full = sh([*naive_cmd[:-1], "--no-cache", naive_cmd[-1]], env, stdout=subprocess.DEVNULL)
             naive_noop = sh(naive_cmd, env, stdout=subprocess.DEVNULL)
-            naive_size = engine.images.get(NAIVE_TAG).attrs["Size"]
+            naive_size = engine.images.get(NAIVE_TAG).size
         finally:
             subprocess.run([DOCKER, "rmi", "-f", NAIVE_TAG], capture_output=True, env=env)
     return {"engine": engine.version, "builder": engine.builder, "image_id": ours_full["image_id"],

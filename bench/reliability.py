@@ -186,11 +186,11 @@ def sglbuild(project: Path, *args: str, timeout: int = 900, state: str | None = 
 
 
 def leftovers(client, wheelhouse: Path) -> int:
-    from builder.gc import leftover_paths
+    from builder.state import scratch_leftovers
 
     containers = client.containers.list(all=True, filters={"label": "io.sglbuild.managed"})
     images = client.images.list(filters={"label": "io.sglbuild.managed", "dangling": True})
-    return len(containers) + len(images) + len(leftover_paths(wheelhouse))
+    return len(containers) + len(images) + len(scratch_leftovers(wheelhouse))
 
 
 # Each kill point, and the line of the build's output that comes just before it: the kill lands a random
@@ -406,7 +406,7 @@ def engine_faults(project: Path) -> None:
 def main() -> None:
     import docker
 
-    from conftest import TEST_IMAGE, UV_VERSION, small_project  # the suite's small real target
+    from support import TEST_IMAGE, UV_VERSION, small_project  # the suite's small real target
 
     work = Path(tempfile.mkdtemp(prefix="sglbuild-reliability-"))
     uv = _uv_wheel(UV_VERSION)
@@ -453,7 +453,7 @@ def main() -> None:
 
 
 def _uv_wheel(version: str) -> Path:
-    from conftest import CACHE
+    from support import CACHE
 
     d = CACHE / "uv"
     found = sorted(d.glob(f"uv-{version}-*.whl"))
@@ -466,7 +466,7 @@ def _uv_wheel(version: str) -> Path:
 
 
 def _sm120_so(work: Path) -> bytes:
-    from conftest import nvcc_so
+    from support import nvcc_so
 
     d = work / "nvcc"
     d.mkdir()

@@ -18,14 +18,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from builder.build import Built, build_image  # noqa: E402
+from builder.build.stages import Built, build_image  # noqa: E402
 from builder.engine import connect  # noqa: E402
-from builder.lock import check_lock  # noqa: E402
-from builder.plan import make_plan  # noqa: E402
-from builder.profile import load_profile  # noqa: E402
-from builder.repro import remove_tags  # noqa: E402
+from builder.inputs.lockfile import check_lock  # noqa: E402
+from builder.build.plan import make_plan  # noqa: E402
+from builder.inputs.profile import load_profile  # noqa: E402
+from builder.build.repro import remove_tags  # noqa: E402
 from builder.ui import Reporter  # noqa: E402
-from builder.wheelhouse import fetch  # noqa: E402
+from builder.inputs.wheelhouse import fetch  # noqa: E402
 
 
 def main() -> None:

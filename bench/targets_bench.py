@@ -18,9 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from builder.engine import connect  # noqa: E402
-from builder.lock import check_lock  # noqa: E402
-from builder.plan import make_plan  # noqa: E402
-from builder.profile import load_profile  # noqa: E402
+from builder.inputs.lockfile import check_lock  # noqa: E402
+from builder.build.plan import make_plan  # noqa: E402
+from builder.inputs.profile import load_profile  # noqa: E402
 
 
 def sglbuild(*args: str) -> tuple[dict, float]:

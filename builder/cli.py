@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import signal
 import sys
 from dataclasses import asdict
@@ -20,9 +19,9 @@ from typing import Any, Callable
 import click
 
 from . import __version__
+from .check.server import PRESETS
 from .errors import ExitCode, NotReproducible, SglbuildError, VerifyFailed
-from .profile import DEFAULT_PROFILE, Profile, Target, load_profile
-from .serve import PRESETS
+from .inputs.profile import DEFAULT_PROFILE, Profile, Target, load_profile
 from .ui import Reporter
 
 # Each command imports the steps it runs: `sglbuild archs FILE` should not pay for docker-py,
@@ -92,12 +91,13 @@ class Context:
     @functools.cached_property
     def builder(self) -> str:
         """The engine's build path; without an engine, SGLBUILD_BUILDER's or the classic one (render, plan)."""
+        from .engine import requested_builder
         from .errors import EngineUnavailable
 
         try:
             return self.engine.builder
         except EngineUnavailable:
-            return os.environ.get("SGLBUILD_BUILDER") if os.environ.get("SGLBUILD_BUILDER") in ("classic", "buildkit") else "classic"
+            return requested_builder() or "classic"
 
     @property
     def profile_or_none(self) -> Profile | None:
@@ -118,9 +118,9 @@ class Context:
 
     def plan(self, name: str | None, **kw: Any) -> Any:
         """The target's plan; a derived target's completed from this machine's earlier evidence, if there is some."""
-        from .evidence import cached
-        from .lock import check_lock
-        from .plan import make_plan
+        from .build.evidence import cached
+        from .build.plan import make_plan
+        from .inputs.lockfile import check_lock
 
         t = self.target(name)
         plan = make_plan(t, check_lock(self.profile, t), self.profile.revision, **{"builder": self.builder, **kw})
@@ -133,7 +133,7 @@ pass_ctx = click.make_pass_decorator(Context)
 
 def _repo(value: str | None) -> str | None:
     """A registry repository argument, checked before anything runs (a URL with credentials is not repeated)."""
-    from .registry import check_repo
+    from .oci import check_repo
 
     try:
         return check_repo(value) if value else value
@@ -181,11 +181,12 @@ def lock(ctx: Context, target: str | None, check: bool, update: bool) -> None:
     and prints what changed. A failed resolution leaves the old lock untouched. Beside
     the lock, locks/pylock.TARGET.toml holds its Python pins in PEP 751's format.
     """
-    from .lock import check_lock, lock_path, lock_target
+    from .inputs.lock import check_lock_files, lock_target
+    from .inputs.lockfile import lock_path
 
     t = ctx.target(target)
     if check:
-        lk = check_lock(ctx.profile, t, pylock=True)
+        lk = check_lock_files(ctx.profile, t)
         click.echo(f"{lock_path(ctx.profile, t)}: up to date ({len(lk.wheels)} wheels, {len(lk.debian)} Debian packages)")
         return
     done = lock_target(ctx.profile, t, ctx.wheelhouse, update=update, on_resolve=lambda: click.echo(
@@ -210,8 +211,8 @@ def lock(ctx: Context, target: str | None, check: bool, update: bool) -> None:
 @handled
 def fetch(ctx: Context, target: str | None, jobs: int, quiet: bool) -> None:
     """Fill the wheelhouse from TARGET's lock (parallel, resumable, sha256-verified)."""
-    from .lock import check_lock
-    from .wheelhouse import fetch as run_fetch
+    from .inputs.lockfile import check_lock
+    from .inputs.wheelhouse import fetch as run_fetch
 
     lk = check_lock(ctx.profile, ctx.target(target))
     result = run_fetch(lk, ctx.wheelhouse, Reporter(quiet=quiet), jobs=jobs)
@@ -242,10 +243,8 @@ def render(ctx: Context, target: str | None, output: str | None) -> None:
 @handled
 def plan_command(ctx: Context, targets: tuple[str, ...], all_targets: bool, json_mode: bool) -> None:
     """Each stage of TARGETS, its key, and whether the next build reuses or builds it."""
-    from .errors import EngineUnavailable
-    from .plan import plans_text
-
-    from .errors import LockError
+    from .build.plan import plans_text
+    from .errors import EngineUnavailable, LockError
 
     names = sorted(ctx.profile.targets) if all_targets else (list(targets) or [None])
     plans, unlocked = [], []
@@ -284,11 +283,11 @@ def plan_command(ctx: Context, targets: tuple[str, ...], all_targets: bool, json
 def build(ctx: Context, target: str | None, quiet: bool, json_mode: bool, verbose: bool, no_cache: bool,
           check_reproducible: bool, cache_repo: str | None) -> None:
     """Build TARGET's stages (reusing unchanged ones), verify the image, then tag it."""
-    from .build import build_image
-    from .cache import StageCache
-    from .repro import check_reproducible as run_repro_check
-    from .repro import repro_text
-    from .tag import release
+    from .build.cache import StageCache
+    from .build.repro import check_reproducible as run_repro_check
+    from .build.repro import repro_text
+    from .build.stages import build_image
+    from .ship.tag import release
 
     plan = ctx.plan(target)
     engine = ctx.engine
@@ -314,7 +313,7 @@ def build(ctx: Context, target: str | None, quiet: bool, json_mode: bool, verbos
 @handled
 def archs(paths: tuple[str, ...], target_arch: str | None, json_mode: bool) -> None:
     """List the SASS and PTX architectures in .so files, wheels, trees or docker://IMAGE."""
-    from .archs import scan, table, table_text
+    from .check.archs import scan, table, table_text
 
     def connect() -> Any:
         from .engine import connect as engine_connect
@@ -328,40 +327,42 @@ def archs(paths: tuple[str, ...], target_arch: str | None, json_mode: bool) -> N
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("image")
 @click.argument("run_args", nargs=-1, type=click.UNPROCESSED)
-@click.option("--arch", "target_arch", default=None,
-              help="Target architecture [default: the image's io.sglbuild.gpu-arch label, else this host's GPU].")
+@click.option("--arch", "target_arch", default=None, metavar="SM[,SM...]",
+              help="Target architectures, e.g. sm_120 or sm_100,sm_121 [default: the image's io.sglbuild.gpu-arch label, else this host's GPU].")
 @click.option("--lock", "lock_file", type=click.Path(dir_okay=False), default=None,
               help="Compare the installed pins with this lock [default: the lock inside the image, if any].")
 @click.option("--gpu", type=click.Choice(["auto", "require", "off"]), default="auto", show_default=True,
               help="GPU checks: when a GPU is there, always (fail without one), or never.")
 @click.option("--model", default=None, help="Model path or Hugging Face ID for the serving check (needs a GPU).")
+@click.option("--fresh", is_flag=True, help="Probe the image again instead of reading this machine's earlier answer for it.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "junit", "markdown"]), default="text", show_default=True,
               help="markdown: the feature table only, for documentation.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="Write the report here too.")
 @pass_ctx
 @handled
 def verify(ctx: Context, image: str, run_args: tuple[str, ...], target_arch: str | None, lock_file: str | None, gpu: str,
-           model: str | None, fmt: str, output: str | None) -> None:
-    """Check that IMAGE can serve on its GPU architecture (static checks; GPU checks when a GPU is there).
+           model: str | None, fresh: bool, fmt: str, output: str | None) -> None:
+    """Check that IMAGE can serve on its GPU architectures (static checks; GPU checks when a GPU is there).
 
     Any image: one sglbuild built (its labels and lock) or one made by hand (its ENTRYPOINT/CMD).
     RUN_ARGS, after --, are what you pass to docker run: verify parses the server command they make.
     """
-    from .gate import verify_image
-    from .lock import read_lock_file
-    from .verify import repository_lock
+    from .check.verify import parse_archs, repository_lock
+    from .check.verify import verify as run_verify
+    from .inputs.lockfile import read_lock_file
 
+    archs = parse_archs(target_arch) if target_arch else None
     engine = ctx.engine
-    repo_lock = repository_lock(ctx.profile_or_none, engine.images.get(image).labels or {})
+    repo_lock = repository_lock(ctx.profile_or_none, engine.images.get(image).labels)
     given = read_lock_file(Path(lock_file)) if lock_file else None
-    report = verify_image(engine, image, target_arch=target_arch, gpu=gpu, model=model, repo_lock=repo_lock, lock=given,
-                          run_args=list(run_args[1:] if run_args[:1] == ("--",) else run_args) if run_args else None)
+    report = run_verify(engine, image, archs=archs, gpu=gpu, model=model, repo_lock=repo_lock, lock=given, fresh=fresh,
+                        run_args=list(run_args[1:] if run_args[:1] == ("--",) else run_args) if run_args else None)
     text = report.render(fmt)
     click.echo(text, nl=False)
     if output:
         Path(output).write_text(text)
     if not report.passed:
-        raise VerifyFailed(f"{image} failed {len(report.failed)} check(s): {', '.join(c.name for c in report.failed)}")
+        raise VerifyFailed(f"{image} failed {len(report.failed)} check(s): {', '.join(report.title(c) for c in report.failed)}")
 
 
 @cli.command()
@@ -373,7 +374,7 @@ def verify(ctx: Context, image: str, run_args: tuple[str, ...], target_arch: str
 @handled
 def diff(ctx: Context, image_a: str, image_b: str, semantic: bool, json_mode: bool) -> None:
     """Compare two images layer by layer and file by file (exit 1 when they differ)."""
-    from .layers import diff_images, diff_text, differs
+    from .check.diff import diff_images, diff_text, differs
 
     diffs = diff_images(ctx.engine, image_a, image_b, semantic)
     if json_mode:
@@ -393,7 +394,7 @@ def diff(ctx: Context, image_a: str, image_b: str, semantic: bool, json_mode: bo
 def inspect(ctx: Context, image: str, write_lock: str | None, write_sbom: str | None) -> None:
     """Say how IMAGE was built; write its lock (to rebuild it) or SBOM back out."""
     from .errors import InputError
-    from .provenance import inspect_image
+    from .check.inspect import inspect_image
 
     info = inspect_image(ctx.engine, image)
     click.echo(info.text(), nl=False)
@@ -413,7 +414,7 @@ def inspect(ctx: Context, image: str, write_lock: str | None, write_sbom: str | 
 @handled
 def push(ctx: Context, image: str, repo: str, force: bool) -> None:
     """Push IMAGE to REPO; print (and record) REPO@sha256:DIGEST."""
-    from .registry import push as push_image
+    from .ship.registry import push as push_image
 
     pushed = push_image(ctx.engine, image, repo, force)
     click.echo(f"pushed {pushed.tag}", err=True)
@@ -428,7 +429,7 @@ def push(ctx: Context, image: str, repo: str, force: bool) -> None:
 @handled
 def promote(ctx: Context, ref: str, tag: str, require_gpu: bool) -> None:
     """Move REPO:TAG in the registry to REF (REPO@sha256:...), once REF has passed verify."""
-    from .registry import promote as promote_image
+    from .ship.registry import promote as promote_image
 
     click.echo(f"{promote_image(ctx.engine, ref, tag, require_gpu)} -> {ref}")
 
@@ -439,7 +440,7 @@ def promote(ctx: Context, ref: str, tag: str, require_gpu: bool) -> None:
 @handled
 def gc(ctx: Context, dry_run: bool) -> None:
     """Remove what interrupted runs left: untagged sglbuild images, stopped containers, the build network, temp dirs."""
-    from .gc import collect, text
+    from .build.gc import collect, text
 
     wheelhouse = ctx.wheelhouse if ctx.profile_or_none is not None or ctx.wheels_opt else Path("wheels")  # outside a project too
     click.echo(text(collect(ctx.engine, wheelhouse, dry_run=dry_run), dry_run), nl=False)
@@ -447,23 +448,26 @@ def gc(ctx: Context, dry_run: bool) -> None:
 
 @cli.command()
 @click.argument("image_or_target", required=False)
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
+              help="Check for the server serve --preset starts (its shared memory) [default: serve's defaults].")
 @click.option("--json", "json_mode", is_flag=True, help="Print the findings as JSON.")
 @click.option("--nvidia-smi", default=None, metavar="PATH", help="The nvidia-smi to ask [default: the one on PATH].")
 @pass_ctx
 @handled
-def doctor(ctx: Context, image_or_target: str | None, json_mode: bool, nvidia_smi: str | None) -> None:
+def doctor(ctx: Context, image_or_target: str | None, preset: str | None, json_mode: bool, nvidia_smi: str | None) -> None:
     """Check this machine before serving: driver, GPUs, the engine's GPU runtime; with an IMAGE, what it needs."""
-    from .doctor import doctor as run_doctor
+    from .check.doctor import doctor as run_doctor
+    from .check.server import DEFAULT_SHM
     from .errors import NotReady
 
     image = image_or_target
     if image is not None and image in ctx.target_names():
         image = ctx.target(image).human_tag
-    doc = run_doctor(lambda: ctx.engine, image, nvidia_smi=nvidia_smi)
-    click.echo(json.dumps(doc.to_dict(), indent=2) if json_mode else doc.text(), nl=json_mode)
-    if doc.failed:
-        raise NotReady(f"{len(doc.failed)} of {len(doc.findings)} checks failed: {', '.join(f.name for f in doc.failed)}",
-                       doc.failed[0].hint or "see the lines above")
+    report = run_doctor(lambda: ctx.engine, image, nvidia_smi=nvidia_smi, shm=PRESETS[preset].shm if preset else DEFAULT_SHM)
+    click.echo(json.dumps(report.to_dict(), indent=2) if json_mode else report.text(), nl=json_mode)
+    if report.failed:
+        raise NotReady(f"{len(report.failed)} of {len(report.checks)} checks failed: {', '.join(c.name for c in report.failed)}",
+                       report.failed[0].hint or "see the lines above")
 
 
 @cli.command()
@@ -479,7 +483,7 @@ def doctor(ctx: Context, image_or_target: str | None, json_mode: bool, nvidia_sm
 def serve(ctx: Context, image_or_target: str | None, model: str | None, preset: str | None, port: int | None,
           public: bool, api_key: str | None, dry_run: bool) -> None:
     """Serve a model from an image (or a target's image) with flags its SGLang accepts."""
-    from .serve import serve as run_server
+    from .ship.serve import serve as run_server
 
     image = image_or_target
     if image is None or image in ctx.target_names():

@@ -47,6 +47,20 @@ PROBE_MOUNT = "/opt/sglbuild-probe"  # where the host's builder package is mount
 SERVED_LOCK = "sglbuild/lock.json"
 SERVED_SBOM = "sglbuild/sbom.cdx.json"
 SERVED_ENTRYPOINT = "sglbuild/entrypoint"
+# On BuildKit a step has no network: sglbuild's helper serves the bind-mounted wheelhouse on the step's own
+# loopback, on this port (a network namespace of its own, so nothing else can hold it).
+BUILDKIT_WHEELHOUSE_PORT = 9999
+
+# -- scratch directories, by what makes them (``sglbuild gc`` removes what a killed run left) -----
+SCRATCH_PREFIXES = {
+    "served": ".sglbuild-served-",  # beside the wheelhouse: a BuildKit stage's files, hard-linked
+    "bench": "sglbuild-bench-",  # beside the wheelhouse: the benchmark's naive context
+    "buildx": "sglbuild-buildx-",  # in the temporary directory: a BuildKit build's Dockerfile
+    "resolve": "sglbuild-resolve-",  # pip's report and the prebuilt wheels' links while locking
+    "base": "sglbuild-base-",  # the base's root filesystem tarball
+    "flashinfer": "sglbuild-flashinfer-",  # the JIT probe's scratch cache (also on a GPU machine, outside images)
+}
+BESIDE_WHEELHOUSE = ("served", "bench")
 
 # -- stages -----------------------------------------------------------------------------------------
 HISTORY_PREFIX = "sglbuild: "  # each layer's history entry in a normalized image: "sglbuild: STAGE"
@@ -57,7 +71,7 @@ BASE_REPO = "sglbuild/base"
 STAGE_REPO = "sglbuild/stage"
 
 # -- the probe's replies ------------------------------------------------------------------------
-PROBE_VERSION = 3  # bumped when a reply's shape changes
+PROBE_VERSION = 4  # bumped when a reply's shape changes
 
 
 @dataclass
@@ -124,7 +138,7 @@ class StaticReply:
     imports: Dict[str, Outcome]  # module -> {version, ...}
     flags: Optional[Outcome]  # the server flags parsed by the image's own SGLang (None: no flags given)
     server_options: Optional[Dict[str, Any]]  # what that parser offers: attention/sampling backend choices, switches
-    jit: Optional[Dict[str, Any]]  # the JIT probe's answer for the target (builder.probe.jit), None when not asked
+    jit: Optional[Dict[str, Any]]  # per target architecture: the JIT probe's answer (builder.probe.jit); None when not asked
     libraries: List[GpuCode]  # every file under site-packages with GPU code
     ldd_missing: Optional[Dict[str, List[str]]]  # library -> sonames ldd cannot find (None: no ldd)
     runtime: Runtime

@@ -19,6 +19,11 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 SGLBUILD = [sys.executable, "-m", "builder.cli"]
+TEST_IMAGE = "sglbuild-test/app"
+UV_VERSION = "0.13.9"
+CACHE = Path(os.environ.get("SGLBUILD_TEST_CACHE", Path.home() / ".cache" / "sglbuild-tests"))
+
+
 
 # A stand-in for SGLang 0.5.9 with some of its real server flags (no --disable-flashinfer), so the
 # image's own parser is what accepts or rejects flags; launch_server prints the arguments it got.
@@ -167,8 +172,8 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: i
     return subprocess.run([*SGLBUILD, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
-def tar_bytes(files: dict[str, bytes]) -> bytes:
-    """FILES as an uncompressed tar, for put_archive or a build context."""
+def tar_bytes(files: dict[str, bytes], mtime: int = 0) -> bytes:
+    """FILES as an uncompressed tar, for put_archive, a build context or a layer."""
     import io
     import tarfile
 
@@ -176,6 +181,195 @@ def tar_bytes(files: dict[str, bytes]) -> bytes:
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for name, data in files.items():
             info = tarfile.TarInfo(name)
-            info.size = len(data)
+            info.size, info.mtime = len(data), mtime
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+def build_image(client, dockerfile: str, *, tag: str | None = None, files: dict[str, bytes] | None = None,
+                nocache: bool = False) -> str:
+    """An image built by the real engine from DOCKERFILE and FILES (a variant of a good image, a hand-made one).
+
+    TAG (a bare name goes under the suite's repository, sglbuild-test/app, which the session removes); returns
+    the tag, or the image's ID when it has none.
+    """
+    import io
+
+    ref = None if tag is None else tag if ":" in tag else f"{TEST_IMAGE}:{tag}"
+    context = io.BytesIO(tar_bytes({"Dockerfile": dockerfile.encode(), **(files or {})}))
+    image, _ = client.images.build(fileobj=context, custom_context=True, tag=ref, rm=True, nocache=nocache, network_mode="none")
+    return ref or image.id
+
+
+def need_nvcc() -> str:
+    found = shutil.which("nvcc")
+    if found is None:
+        import pytest
+
+        pytest.skip("nvcc is not installed (CUDA toolkit): no real GPU binaries to build")
+    return found
+
+
+def nvcc_so(tmp: Path, name: str, gencode: list[str], link: list[str] = ()) -> bytes:
+    """A real shared object with GPU code compiled by nvcc (no CUDA runtime needed to read it)."""
+    (tmp / f"{name}.cu").write_text('extern "C" __global__ void scale(float* x, float a) { x[threadIdx.x] *= a; }\n')
+    subprocess.run(["nvcc", "-shared", "-Xcompiler", "-fPIC", "-cudart", "none", "-o", str(tmp / f"{name}.so"),
+                    str(tmp / f"{name}.cu"), *gencode, *link], check=True, capture_output=True)
+    return (tmp / f"{name}.so").read_bytes()
+
+
+DEBIAN_BASE = """suite = "bookworm"
+packages = ["python3", "python3-venv", "libnuma1"]
+source_date_epoch = 1758153600"""
+REGISTRY_BASE = """image = "debian@sha256:""" + "0" * 64 + """"
+python = "3.11.2"
+glibc = "2.36"
+source_date_epoch = 1758153600"""
+
+
+def small_profile(index_url: str, *, name: str = "smalltest", app_version: str = "1.0", smoke: list[str] | None = None,
+                  tools: bool = True, extra: str = "", native: bool = True, registry_base: bool = False) -> str:
+    """A small real target; ``registry_base`` declares a registry base instead (lock then needs no mirror)."""
+    smoke = smoke if smoke is not None else ["python -c 'import sgltest_app, sgltest_kernel; print(sgltest_app.__version__)'"]
+    smoke_toml = "[" + ", ".join(repr(s).replace("'", '"') if "'" not in s else '"' + s.replace('"', '\\"') + '"' for s in smoke) + "]"
+    tools_toml = f'tools = ["uv=={UV_VERSION}"]' if tools else ""
+    return f"""
+default_target = "{name}"
+
+[targets.{name}]
+description = "sglbuild's small integration target"
+image = "{TEST_IMAGE}"
+tag = "{name}"
+gpu_arch = "sm_120"
+require_native = {'["sgltest_kernel/common_ops.so"]' if native else "[]"}
+source = "https://example.invalid/sglbuild"
+smoke = {smoke_toml}
+
+[targets.{name}.base]
+{REGISTRY_BASE if registry_base else DEBIAN_BASE}
+
+[targets.{name}.python]
+index = "{index_url}"
+{tools_toml}
+
+[[targets.{name}.stage]]
+name = "torch"
+requires = ["sgltest-torch==2.9.1"]
+
+[[targets.{name}.stage]]
+name = "kernel"
+requires = ["sgltest-kernel==0.3.21"]
+
+[[targets.{name}.stage]]
+name = "app"
+requires = ["sgltest-app=={app_version}"]
+{extra}
+"""
+
+
+def populate_index(index: PackageIndex, tmp: Path, uv_wheel: Path, sm120_so: bytes | None) -> None:
+    src = tmp / "built-wheels"
+    index.add(make_wheel(src, "sgltest-torch", "2.9.1", requires=["sgltest-dep>=1"]))
+    index.add(make_wheel(src, "sgltest-dep", "1.2"))
+    kernel_files = {"sgltest_kernel/__init__.py": b"KIND = 'kernel'\n"}
+    if sm120_so is not None:
+        kernel_files["sgltest_kernel/common_ops.so"] = sm120_so
+    index.add(make_wheel(src, "sgltest-kernel", "0.3.21", files=kernel_files, requires=["sgltest-torch"]))
+    for v in ("1.0", "1.1"):
+        index.add(make_wheel(src, "sgltest-app", v, requires=["sgltest-torch==2.9.1", "sgltest-kernel==0.3.21",
+                                                               'sgltest-windows-only; sys_platform == "win32"']))
+    # Two wheels that ship the same module with different contents (as flashinfer-python and
+    # torch-c-dlpack-ext both ship build_backend.py): the one later in the lock must win. The .pth
+    # makes every Python start import a module (as cuda-bindings and setuptools do).
+    for who in ("a", "b"):
+        index.add(make_wheel(src, f"sgltest-clash-{who}", "1.0", files={
+            f"sgltest_clash_{who}/__init__.py": b"", "sgltest_clash.py": f"WHO = {who!r}\n".encode(),
+            f"sgltest_clash_{who}.pth": f"import sgltest_clash_{who}\n".encode()}))
+    index.add(make_wheel(src, "sglang", "0.5.9", files=dict(FAKE_SGLANG)))
+    index.add(uv_wheel)
+
+
+def small_project(tmp: Path, uv_wheel: Path, sm120_so: bytes | None, name: str = "smalltest",
+                  steps: tuple[tuple[str, ...], ...] = (("lock",), ("fetch",)), extra: str = "") -> tuple[Path, PackageIndex]:
+    """A project directory for the small target, its index on loopback, and STEPS run on it."""
+    index = PackageIndex(tmp / "index")
+    populate_index(index, tmp, uv_wheel, sm120_so)
+    project = tmp / "project"
+    project.mkdir()
+    (project / "sglbuild.toml").write_text(small_profile(index.url, name=name, extra=extra))
+    for args in steps:
+        r = run_cli(*args, cwd=project)
+        assert r.returncode == 0, r.stderr
+    return project, index
+
+
+
+
+
+# -- what the suite leaves on the engine ---------------------------------------------------------------
+
+OURS = ("sglbuild/", "sglbuild-test/", "sglbuild-repro/", "sglbuild-bench/")  # repositories the suite and sglbuild write
+MANAGED = "io.sglbuild.managed"
+
+
+def _ours(tag: str) -> bool:
+    """A tag in one of sglbuild's repositories, or a registry's copy of one (HOST:PORT/sglbuild-test/...)."""
+    return tag.startswith(OURS) or any(f"/{r}" in tag for r in OURS)
+
+
+def engine_snapshot(client) -> dict[str, set[str]]:
+    """What of sglbuild's is on the engine: tags, images with its label, containers with its label, its networks."""
+    images = client.images.list(all=True)
+    return {
+        "tags": {t for image in images for t in image.tags if _ours(t)},
+        "images": {image.id for image in images if (image.labels or {}).get(MANAGED) and not image.tags},
+        "containers": {c.name for c in client.containers.list(all=True, filters={"label": MANAGED})},
+        "networks": {n.name for n in client.networks.list(filters={"label": MANAGED})},
+    }
+
+
+def left_behind(before: dict[str, set[str]], after: dict[str, set[str]]) -> list[str]:
+    """What AFTER has of sglbuild's that BEFORE had not: one line each."""
+    return [f"{kind[:-1]} {name}" for kind in ("tags", "images", "containers", "networks") for name in sorted(after[kind] - before[kind])]
+
+
+def remove_left_behind(client, before: dict[str, set[str]]) -> None:
+    """Remove what the suite made since BEFORE: containers, then tags, then untagged images, then networks."""
+    import docker.errors
+
+    after = engine_snapshot(client)
+    for name in after["containers"] - before["containers"]:
+        try:
+            client.containers.get(name).remove(force=True)
+        except docker.errors.APIError:
+            pass
+    for tag in sorted(after["tags"] - before["tags"], reverse=True):  # children before parents
+        try:
+            client.images.remove(tag, force=True)
+        except docker.errors.APIError:
+            pass
+    for image_id in engine_snapshot(client)["images"] - before["images"]:
+        try:
+            client.images.remove(image_id, force=True)
+        except docker.errors.APIError:
+            pass
+    for name in after["networks"] - before["networks"]:
+        try:
+            client.networks.get(name).remove()
+        except docker.errors.APIError:
+            pass
+
+
+def fixture_lock(target, app_version: str = "1.0"):
+    """A lock for the small target with made-up hashes (for the plan's pure logic: keys, labels, text)."""
+    from builder.inputs.lockfile import Lock, Platform, Wheel
+
+    def w(name, version, stage, requires=()):
+        return Wheel(name, version, f"{name.replace('-', '_')}-{version}-py3-none-any.whl",
+                     (name + version).encode().hex()[:64].ljust(64, "0"), f"http://x/{name}", stage, requires=requires)
+    return Lock(
+        target=target.name, inputs=target.inputs_digest(), platform=Platform("3.11.2", "2.36"),
+        debian={"python3": "3.11.2-1+b1", "libc6": "2.36-9+deb12u14"},
+        wheels=[w("sgltest-torch", "2.9.1", "torch", ("sgltest-dep",)), w("sgltest-dep", "1.2", "torch"),
+                w("sgltest-kernel", "0.3.21", "kernel"), w("sgltest-app", app_version, "app"), w("uv", "0.13.9", "tools")],
+    )

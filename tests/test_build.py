@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEST_IMAGE, small_profile, small_project
-from support import ROOT, SGLBUILD, run_cli, tar_bytes
+from support import ROOT, SGLBUILD, TEST_IMAGE, run_cli, small_profile, small_project, tar_bytes
 
 pytestmark = pytest.mark.engine
 HUMAN = f"{TEST_IMAGE}:smalltest"
@@ -102,12 +101,12 @@ def test_no_wheel_in_any_layer(env, engine):
 
     The only .whl files allowed are Debian's own (python3-venv ships pip's wheel for ensurepip).
     """
-    from builder.layers import layer_files
+    from builder.engine.export import layer_files
 
     lock = json.loads((env["project"] / "locks" / "smalltest.lock.json").read_text())
     wheel_hashes = {w["sha256"] for w in lock["wheels"]}
     wheel_names = {w["filename"] for w in lock["wheels"]}
-    diff_ids = engine.images.get(HUMAN).attrs["RootFS"]["Layers"]
+    diff_ids = list(engine.images.get(HUMAN).layers)
     layers = layer_files(engine, HUMAN, set(diff_ids))  # raises if the export holds fewer layers than the image
     assert len(layers) == len(set(diff_ids)) >= 4
     files = [(path, e) for entries in layers.values() for path, e in entries.items()]
@@ -245,16 +244,16 @@ def test_ctrl_c_during_the_build_moves_no_tag(new_base, env):
     assert "interrupted" in err.strip().splitlines()[-1] and "Traceback" not in err
     base_tags = {t for i in client.images.list("sglbuild/base") for t in i.tags}
     lock = json.loads((new_base / "locks" / "smalltest.lock.json").read_text())
-    from builder.base import base_ref
-    from builder.lock import parse_lock
-    from builder.profile import load_profile
+    from builder.build.plan import base_ref
+    from builder.inputs.lockfile import parse_lock
+    from builder.inputs.profile import load_profile
     t = load_profile(new_base / "sglbuild.toml").target(None)
     assert base_ref(t, parse_lock(json.dumps(lock), "lock")) not in base_tags
 
 
 def test_the_wheel_server_answers_only_the_build_network(env, engine, tmp_path):
     """The server listens on a host address, which every local network reaches: it must refuse all but the build's."""
-    from builder.wheelserver import WheelServer
+    from builder.build.wheelserver import WheelServer
 
     if engine.builder != "classic":
         pytest.skip("on BuildKit a step has no network and reads its wheels from a bind mount: no server to reach")

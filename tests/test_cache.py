@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
 import re
-import tarfile
 
 import pytest
 
-from conftest import small_project
-from support import run_cli
+from support import build_image, run_cli, small_project
 
 pytestmark = pytest.mark.engine
 
@@ -69,15 +66,9 @@ def test_a_cache_entry_labelled_for_another_key_is_refused_and_built(tmp_path_fa
         # Someone pushed an image under the system stage's cache tag that is not that stage.
         dockerfile = f"FROM {plan['base']['ref']}\nLABEL io.sglbuild.stage-key=not-{system['key']}\n"
         assert run_cli("build", "--quiet", cwd=project).returncode == 0  # the base, locally
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            info = tarfile.TarInfo("Dockerfile")
-            info.size = len(dockerfile)
-            tar.addfile(info, io.BytesIO(dockerfile.encode()))
-        buf.seek(0)
-        bad, _ = docker_client.images.build(fileobj=buf, custom_context=True, network_mode="none")
+        bad = build_image(docker_client, dockerfile)
         tag = f"system-{system['key'][:16]}"
-        docker_client.api.tag(bad.id, cache, tag)
+        docker_client.api.tag(bad, cache, tag)
         for _ in docker_client.api.push(cache, tag=tag, stream=True, decode=True):
             pass
         docker_client.images.remove(system["tag"], force=True)

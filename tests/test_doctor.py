@@ -7,8 +7,9 @@ import stat
 
 import pytest
 
-from builder.doctor import Doctor, check_host, driver_for, driver_floor
-from builder.host import gpus
+from builder.check.doctor import check_host, driver_for, driver_floor
+from builder.check.report import Report
+from builder.check.host import gpus
 from support import run_cli
 
 # What nvidia-smi printed for the query sglbuild makes, on the machine with an H100 (driver 580.159.04).
@@ -46,9 +47,9 @@ def test_driver_floors_are_the_toolkits():
 def test_host_checks_read_nvidia_smi(tmp_path):
     found = gpus(fake_smi(tmp_path, RTX5090 + H100))
     assert [g.arch for g in found] == ["sm_120", "sm_90"]
-    doc = Doctor()
+    doc = Report("doctor", None)
     check_host(doc, found, None, "no Docker engine answers at unix:///x")
-    by = {f.id: f for f in doc.findings}
+    by = {f.id: f for f in doc.checks}
     assert by["driver"].status == "pass" and "570.124.06" in by["driver"].detail
     assert "RTX 5090, compute 12.0 (sm_120)" in by["gpus"].detail and "sm_90" in by["gpus"].detail
     assert by["runtime"].status == "fail" and not doc.passed  # no engine: must fail, with what to do
@@ -56,9 +57,9 @@ def test_host_checks_read_nvidia_smi(tmp_path):
 
 
 def test_no_driver_fails_with_what_to_do(tmp_path):
-    doc = Doctor()
+    doc = Report("doctor", None)
     check_host(doc, gpus(fake_smi(tmp_path, "")), None, None)
-    assert doc.findings[0].status == "fail" and "install the NVIDIA driver" in doc.findings[0].hint
+    assert doc.checks[0].status == "fail" and "install the NVIDIA driver" in doc.checks[0].hint
 
 
 def test_doctor_command_exits_1_and_says_why_in_one_line(tmp_path):
@@ -66,4 +67,4 @@ def test_doctor_command_exits_1_and_says_why_in_one_line(tmp_path):
     assert r.returncode == 1
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("sglbuild: error: ") and "Traceback" not in r.stderr
     data = json.loads(r.stdout)
-    assert {f["id"]: f["status"] for f in data["findings"]} == {"driver": "fail", "runtime": "fail"}
+    assert {f["id"]: f["status"] for f in data["checks"]} == {"driver": "fail", "runtime": "fail"}

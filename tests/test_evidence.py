@@ -7,20 +7,18 @@ evidence the README's table comes from.
 
 from __future__ import annotations
 
-import io
 import json
 import re
-import tarfile
 
 import pytest
 
-from builder.command import launch_server, server_command
+from builder.check.command import launch_server, server_command
 from builder.contracts import PROBE_VERSION, GpuCode, Outcome, Runtime, StaticReply
-from builder.features import derive, features
-from builder.flags import server_flags
-from builder.profile import COMPAT
-from conftest import TEST_IMAGE, small_project
-from support import FAKE_SGLANG, ROOT, make_wheel, run_cli
+from builder.check.features import derive, features
+from builder.check.gpucode import ImageGpuCode
+from builder.inputs.flags import server_flags
+from builder.inputs.profile import COMPAT
+from support import FAKE_SGLANG, ROOT, TEST_IMAGE, build_image, make_wheel, run_cli, small_project
 
 REAL = "sglang:blackwell-final-v2"
 FIELD_REPORT_FLAGS = ["--disable-cuda-graph", "--disable-custom-all-reduce", "--disable-flashinfer", "--disable-radix-cache",
@@ -56,12 +54,12 @@ def reply(triton_ok: bool = True, flashinfer_cubin_arch: str = "sm_100a", torch_
                        {}, None, {"attention_backend": ["torch_native", "triton", "flashinfer", "fa3", "aiter"],
                                   "sampling_backend": ["flashinfer", "pytorch"],
                                   "switches": ["--disable-cuda-graph", "--disable-radix-cache", "--disable-custom-all-reduce"]},
-                       {"triton": triton, "flashinfer": {"ok": False, "error": "no JIT toolchain: nvcc missing"}},
+                       {"sm_120": {"triton": triton, "flashinfer": {"ok": False, "error": "no JIT toolchain: nvcc missing"}}},
                        libs, {}, Runtime("/usr/bin/cc", True, True, "/usr/bin/ldd"), None)
 
 
 def rows_of(r: StaticReply, arch: str = "sm_120") -> list:
-    return features(r, {c.path.removeprefix("/sp/"): c for c in r.libraries}, arch)
+    return features(r, ImageGpuCode.of(r), arch)
 
 
 def table(r: StaticReply, arch: str = "sm_120") -> dict:
@@ -94,9 +92,10 @@ def foreign(tmp_path_factory, docker_client, engine, uv_wheel):
     """A hand-made image on a test base: a venv with a stand-in SGLang, its flags in ENTRYPOINT/CMD, no labels."""
     tmp = tmp_path_factory.mktemp("foreign")
     project, index = small_project(tmp, uv_wheel, None)  # for its Debian base image, the test base
-    from builder.base import base_ref, ensure_base
-    from builder.lock import read_lock
-    from builder.profile import load_profile
+    from builder.build.base import ensure_base
+    from builder.build.plan import base_ref
+    from builder.inputs.lockfile import read_lock
+    from builder.inputs.profile import load_profile
 
     profile = load_profile(project / "sglbuild.toml")
     target = profile.target(None)
@@ -111,15 +110,7 @@ ENV PATH=/venv/bin:/usr/bin:/bin
 ENTRYPOINT ["python3", "-m", "sglang.launch_server"]
 CMD {json.dumps(["--model-path", "m", *FIELD_REPORT_FLAGS])}
 """
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in (("Dockerfile", dockerfile.encode()), (wheel.name, wheel.read_bytes())):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    buf.seek(0)
-    ref = f"{TEST_IMAGE}:handmade"
-    docker_client.images.build(fileobj=buf, custom_context=True, tag=ref, rm=True, network_mode="none")
+    ref = build_image(docker_client, dockerfile, tag="handmade", files={wheel.name: wheel.read_bytes()})
     yield {"ref": ref, "project": project}
     index.stop()
 
@@ -168,20 +159,9 @@ def real(docker_client):
     return REAL
 
 
-def derive_image(client, tag: str, dockerfile: str) -> str:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile.encode())
-        tar.addfile(info, io.BytesIO(dockerfile.encode()))
-    buf.seek(0)
-    client.images.build(fileobj=buf, custom_context=True, tag=f"{TEST_IMAGE}:{tag}", rm=True, network_mode="none")
-    return f"{TEST_IMAGE}:{tag}"
-
-
 def test_the_field_reports_command_fails_on_its_own_sglang(real, docker_client, tmp_path):
     """The field report's image: the same software, its flags in ENTRYPOINT/CMD, no sglbuild lock or labels."""
-    ref = derive_image(docker_client, "field-report", f"""FROM {real}
+    ref = build_image(docker_client, tag="field-report", dockerfile=f"""FROM {real}
 RUN rm -rf /usr/share/sglbuild
 LABEL io.sglbuild.gpu-arch="" io.sglbuild.serve-flags="" io.sglbuild.lock-digest="" io.sglbuild.require-native=""
 ENTRYPOINT ["python3", "-m", "sglang.launch_server"]
@@ -197,14 +177,16 @@ CMD {json.dumps(["--model-path", "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "--host",
 
 
 def test_without_tritons_ptxas_triton_is_unavailable_and_derive_falls_back(real, docker_client, tmp_path):
-    ref = derive_image(docker_client, "no-ptxas", f"FROM {real}\nRUN rm /opt/venv/lib/python3.11/site-packages/triton/backends/nvidia/bin/ptxas\n")
+    ref = build_image(docker_client, tag="no-ptxas", dockerfile=f"FROM {real}\nRUN rm /opt/venv/lib/python3.11/site-packages/triton/backends/nvidia/bin/ptxas\n")
     code, report, _ = verify_json(ref, tmp_path)
-    rows = {f["name"]: f for f in report["features"]}
+    rows = {f["name"]: f for f in report["features"]["sm_120"]}
     assert rows["attention triton"]["available"] is False and "ptxas" in rows["attention triton"]["evidence"].lower()
     assert rows["attention torch_native"]["available"] is True
-    assert report["derived"][report["derived"].index("--attention-backend") + 1] == "torch_native"
+    derived = report["derived"]["sm_120"]
+    assert derived[derived.index("--attention-backend") + 1] == "torch_native"
     code, report, _ = verify_json(real, tmp_path)
-    assert report["derived"][report["derived"].index("--attention-backend") + 1] == "triton"  # the untouched image
+    derived = report["derived"]["sm_120"]
+    assert derived[derived.index("--attention-backend") + 1] == "triton"  # the untouched image
 
 
 def test_the_readme_table_is_the_real_images_evidence(real):
@@ -229,7 +211,7 @@ def test_a_derived_target_is_built_with_what_its_own_evidence_proves(tmp_path_fa
         assert flags[4:] == ["--disable-cuda-graph", "--disable-custom-all-reduce", "--disable-radix-cache",
                              "--attention-backend", "torch_native", "--sampling-backend", "pytorch"]
         code, report, _ = verify_json(f"{TEST_IMAGE}:derivedtest", project)
-        assert code == 0 and report["derived"] == flags[4:]
+        assert code == 0 and report["derived"]["sm_120"] == flags[4:]
         after = json.loads(run_cli("plan", "--json", cwd=project).stdout)[0]
         assert after["stages"][-1]["key"] and after["stages"][-1]["next_build"] == "reuse"  # the evidence is remembered
         again = json.loads(run_cli("build", "--json", cwd=project).stdout)

@@ -17,8 +17,7 @@ from authority import Listing, compare_wheelhouse, cuobjdump_listing, find_cuobj
 from builder.contracts import GpuCode
 from builder.errors import FatbinError
 from builder.probe.fatbin import arch_key, scan_file, scan_stream, scan_wheel, verdict
-from conftest import CACHE, need_nvcc
-from support import ROOT, make_wheel, run_cli
+from support import CACHE, ROOT, make_wheel, need_nvcc, run_cli
 
 KERNELS = """
 extern "C" __global__ void scale(float* x, float a) { x[threadIdx.x] *= a; }
@@ -125,8 +124,8 @@ def test_relocatable_code_is_listed_as_cuobjdump_lists_it_and_never_loadable(bui
 
 def test_every_gpu_file_of_the_wheelhouse_gets_cuobjdumps_answer(cuobjdump):
     """The default target's wheelhouse, file by file: libraries, FlashInfer's cubins, static archives."""
-    from builder.lock import read_lock
-    from builder.profile import load_profile
+    from builder.inputs.lockfile import read_lock
+    from builder.inputs.profile import load_profile
 
     profile = load_profile(ROOT / "sglbuild.toml")
     lock = read_lock(profile, profile.target(None))

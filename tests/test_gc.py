@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
-
 import pytest
 
-from support import run_cli
+from support import build_image, run_cli
 
 pytestmark = pytest.mark.engine
 
@@ -15,17 +12,10 @@ pytestmark = pytest.mark.engine
 def _image(client, label: bool, tag: str | None = None) -> str:
     """A tiny real image built from scratch (one file), labelled as sglbuild's or not."""
     dockerfile = "FROM scratch\nCOPY f /f\n" + ('LABEL io.sglbuild.managed="true"\n' if label else "")
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        # Each image its own file: with the same one, the classic builder's cache makes the unlabelled image
-        # the labelled one's parent, and removing the child takes its untagged parent with it.
-        for name, data in (("Dockerfile", dockerfile.encode()), ("f", f"{tag} {label}".encode())):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    buf.seek(0)
-    image, _ = client.images.build(fileobj=buf, custom_context=True, tag=tag, rm=True)
-    return image.id
+    # Each image its own file: with the same one, the classic builder's cache makes the unlabelled image
+    # the labelled one's parent, and removing the child takes its untagged parent with it.
+    built = build_image(client, dockerfile, tag=tag, files={"f": f"{tag} {label}".encode()})
+    return client.images.get(built).id
 
 
 def test_gc_removes_leftovers_and_keeps_the_rest(engine, docker_client, tmp_path):
@@ -48,7 +38,7 @@ def test_gc_removes_leftovers_and_keeps_the_rest(engine, docker_client, tmp_path
 
 
 def test_gc_waits_for_no_one_and_refuses_while_a_build_runs(engine, tmp_path):
-    from builder.gc import build_lock
+    from builder.build.gc import build_lock
 
     with build_lock(engine):  # as a running build holds it
         r = run_cli("gc", cwd=tmp_path)

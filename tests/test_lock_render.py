@@ -7,26 +7,15 @@ import dataclasses
 import pytest
 
 from builder.errors import InputError, LockError
-from builder.flags import server_flags
-from builder.lock import Lock, Platform, Wheel, check_lock, lock_changes, parse_lock, read_lock, write_lock
-from builder.plan import make_plan
-from builder.profile import Serve, load_profile
-from builder.render import render_dockerfile
-from conftest import small_profile
+from builder.inputs.flags import server_flags
+from builder.inputs.lock import lock_changes, write_lock
+from builder.inputs.lockfile import Lock, Platform, Wheel, check_lock, parse_lock, read_lock
+from builder.build.plan import make_plan
+from builder.inputs.profile import Serve, load_profile
+from builder.build.render import render_dockerfile
+from support import fixture_lock, small_profile
 
 H = "ab" * 32
-
-
-def fixture_lock(target, app_version="1.0") -> Lock:
-    def w(name, version, stage, requires=()):
-        return Wheel(name, version, f"{name.replace('-', '_')}-{version}-py3-none-any.whl",
-                     (name + version).encode().hex()[:64].ljust(64, "0"), f"http://x/{name}", stage, requires=requires)
-    return Lock(
-        target=target.name, inputs=target.inputs_digest(), platform=Platform("3.11.2", "2.36"),
-        debian={"python3": "3.11.2-1+b1", "libc6": "2.36-9+deb12u14"},
-        wheels=[w("sgltest-torch", "2.9.1", "torch", ("sgltest-dep",)), w("sgltest-dep", "1.2", "torch"),
-                w("sgltest-kernel", "0.3.21", "kernel"), w("sgltest-app", app_version, "app"), w("uv", "0.13.9", "tools")],
-    )
 
 
 @pytest.fixture

@@ -13,8 +13,7 @@ import zipfile
 
 import pytest
 
-from conftest import populate_index, small_profile
-from support import ROOT, run_cli
+from support import ROOT, populate_index, run_cli, small_profile
 
 
 @pytest.mark.network
@@ -44,8 +43,9 @@ def test_the_package_builds_without_warnings_and_renders_without_a_checkout(tmp_
 
 
 def test_lock_check_covers_the_pylock(tmp_path):
-    from builder.lock import pylock_path, write_lock
-    from builder.profile import load_profile
+    from builder.inputs.lock import write_lock
+    from builder.inputs.lockfile import pylock_path
+    from builder.inputs.profile import load_profile
     from test_lock_render import fixture_lock
 
     (tmp_path / "sglbuild.toml").write_text(small_profile("http://x/simple"))

@@ -11,8 +11,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import small_project
-from support import ROOT, run_cli
+from support import ROOT, run_cli, small_project
 
 pytestmark = pytest.mark.engine
 

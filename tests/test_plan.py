@@ -8,11 +8,9 @@ import json
 import pytest
 
 from builder.errors import ProfileError
-from builder.plan import make_plan
-from builder.profile import load_profile
-from conftest import small_profile
-from support import run_cli
-from test_lock_render import fixture_lock
+from builder.build.plan import make_plan
+from builder.inputs.profile import load_profile
+from support import ROOT, fixture_lock, run_cli, small_profile
 
 TWIN = """
 [targets.twin]
@@ -90,7 +88,7 @@ def test_tools_is_not_a_stage_name(tmp_path):
 
 
 def test_plan_command_without_an_engine_still_shows_keys(profile, tmp_path):
-    from builder.lock import write_lock
+    from builder.inputs.lock import write_lock
 
     for name in ("smalltest", "twin"):
         t = profile.target(name)
@@ -104,3 +102,30 @@ def test_plan_command_without_an_engine_still_shows_keys(profile, tmp_path):
     keys = {name: [s["key"] for s in p["stages"]] for name, p in plans.items()}
     assert keys["smalltest"][:4] == keys["twin"][:4] and keys["smalltest"][4] != keys["twin"][4]
     assert {s["next_build"] for p in plans.values() for s in p["stages"]} == {"unknown"}
+
+
+# The default image's stage keys: a stage key is the sha256 of the Dockerfile text it builds, so equal keys mean
+# the same steps over the same inputs, which give the same layers (9082be2e, d31dc78b, c1f69782, 92b1f2c3, 6f587faa,
+# 7fd1f8ab). A change to the template, the helpers or the plan that would change the default image changes one.
+DEFAULT_KEYS = {"base": "fb3504777aa11f54", "system": "6cf7c60b862c9d6c", "torch": "655ac79b6262e79f",
+                "kernel": "3c963b82086389fe", "sglang": "385addc6690dba51", "final": "64730fc0b0b0f4a2"}
+DEFAULT_LAYERS = ["9082be2e", "d31dc78b", "c1f69782", "92b1f2c3", "6f587faa", "7fd1f8ab"]
+
+
+def test_the_default_images_stage_keys_stay():
+    from builder.inputs.lockfile import check_lock
+
+    profile = load_profile(ROOT / "sglbuild.toml")
+    target = profile.target(None)
+    plan = make_plan(target, check_lock(profile, target), "any revision")
+    keys = {"base": plan.base.rpartition(":")[2], **{s.name: s.key[:16] for s in plan.stages}}
+    assert keys == DEFAULT_KEYS
+
+
+def test_the_default_image_has_its_six_layers(docker_client):
+    """On the image `make image` built (CI builds it before the tests): its layers, by diff ID."""
+    try:
+        image = docker_client.images.get("sglang:blackwell-final-v2")
+    except Exception:  # noqa: BLE001
+        pytest.skip("sglang:blackwell-final-v2 is not built here: run 'make image'")
+    assert [d.split(":")[1][:8] for d in image.attrs["RootFS"]["Layers"]] == DEFAULT_LAYERS

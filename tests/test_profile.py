@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 from builder.errors import ProfileError
-from builder.profile import load_profile
-from conftest import small_profile
-from support import ROOT
+from builder.inputs.profile import load_profile
+from support import ROOT, small_profile
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -12,9 +12,8 @@ import json
 import pytest
 
 from builder.errors import InputError
-from builder.render import dockerfile_value
-from conftest import TEST_IMAGE, small_project
-from support import run_cli
+from builder.build.render import dockerfile_value
+from support import TEST_IMAGE, run_cli, small_project
 
 NASTY = "it's \"quoted\" $HOME ${PATH} \\back\\slash né 日本"
 DESCRIPTION = "line one\n" + NASTY

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import pytest
 
-from conftest import TEST_IMAGE, small_project
-from support import run_cli
+from support import TEST_IMAGE, build_image, run_cli, small_project
 
 pytestmark = pytest.mark.engine
 STAMP = 'post_install = ["date +%s%N > /etc/build-stamp"]'
@@ -58,12 +55,12 @@ def test_offline_rebuild_from_scratch_gives_the_same_image_id(env):
 
 def test_plain_build_differs_only_in_what_the_measures_pin(env, engine):
     """The benchmark's plain build: the same files as the reproducible image, other times, another ID."""
-    from builder.build import build_image
-    from builder.layers import diff_images
-    from builder.lock import check_lock
-    from builder.plan import make_plan
-    from builder.profile import load_profile
-    from builder.repro import remove_tags
+    from builder.build.stages import build_image
+    from builder.check.diff import diff_images
+    from builder.inputs.lockfile import check_lock
+    from builder.build.plan import make_plan
+    from builder.inputs.profile import load_profile
+    from builder.build.repro import remove_tags
     from builder.ui import Reporter
 
     project = env["project"]
@@ -75,8 +72,8 @@ def test_plain_build_differs_only_in_what_the_measures_pin(env, engine):
         _, plain = build_image(engine, plan, project / "wheels", Reporter(quiet=True))
         engine.images.tag(plain.image_id, f"{repo}:final")
         ours = engine.images.get(f"{TEST_IMAGE}:reprotest")
-        assert plain.image_id != ours.id and plain.layers != ours.attrs["RootFS"]["Layers"]
-        assert not engine.images.get(plain.image_id).attrs["Created"].startswith("2025-09-18")
+        assert plain.image_id != ours.id and plain.layers != list(ours.layers)
+        assert not engine.images.get(plain.image_id).created.startswith("2025-09-18")
         diffs = diff_images(engine, ours.id, plain.image_id)
         assert [d.stage for d in diffs if d.identical] == ["base"]  # the base is the same bootstrap
         assert all(d.files for d in diffs[1:])
@@ -133,15 +130,7 @@ def test_nondeterministic_step_is_caught_and_named(env):
 
 
 def derive(client, tag: str, dockerfile: str) -> str:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        data = dockerfile.encode()
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    buf.seek(0)
-    client.images.build(fileobj=buf, custom_context=True, tag=f"{TEST_IMAGE}:{tag}", rm=True, nocache=True, network_mode="none")
-    return f"{TEST_IMAGE}:{tag}"
+    return build_image(client, dockerfile, tag=tag, nocache=True)
 
 
 def test_diff_names_the_one_file_that_differs(env):

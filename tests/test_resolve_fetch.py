@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import populate_index, small_profile
-from support import SGLBUILD, ROOT, make_wheel, run_cli, sha256
+from support import ROOT, SGLBUILD, make_wheel, populate_index, run_cli, sha256, small_profile
 
 
 @pytest.fixture

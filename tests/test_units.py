@@ -6,22 +6,24 @@ import gzip
 import hashlib
 import io
 import json
-import tarfile
 
 import pytest
 
-from builder.command import ServerCommand
+from builder.check.command import ServerCommand
 from builder.contracts import PROBE_VERSION, GpuCode, Outcome, Runtime, StaticReply
-from builder.features import Feature
+from builder.check.features import Feature
 from builder.engine.builds import read_build_stream
 from builder.errors import BuildFailed, DiskFull, EngineError, ResolutionError
-from builder.layers import Entry, _read_layer, compare_entries
-from builder.lock import Platform, Wheel
-from builder.profile import load_profile
-from builder.resolve import _assign_stages
-from builder.report import Report
-from builder.verify import _check_environment, _check_flags, _check_gpu_code, _check_pins
-from conftest import small_profile
+from builder.check.diff import compare_entries
+from builder.engine.export import read_layer
+from builder.engine.records import LayerEntry as Entry
+from builder.inputs.lockfile import Platform, Wheel
+from builder.inputs.profile import load_profile
+from builder.inputs.resolve import _assign_stages
+from builder.check.report import Report
+from builder.check.gpucode import ImageGpuCode, coverage
+from builder.check.verify import _check_environment, _check_flags, _check_pins
+from support import small_profile, tar_bytes
 
 # -- the classic builder's progress stream ---------------------------------------------------
 
@@ -73,38 +75,35 @@ def test_reply_round_trips_through_json_and_refuses_another_version():
 
 
 def test_required_library_without_target_sass_fails_gpu_code():
-    libs = {"torch/lib/libtorch_cuda.so": GpuCode("x", ["sm_80", "sm_90"], ["compute_90"])}
-    report = Report("img", "sha256:x", "sm_120")
-    _check_gpu_code(report, libs, ["torch/lib/libtorch_cuda.so"], "sm_120")
-    assert report.checks[0].status == "fail" and "has no sm_120 SASS (sm_80 sm_90)" in report.checks[0].detail
-    report = Report("img", "sha256:x", "sm_120")
-    _check_gpu_code(report, {"torch/lib/libtorch_cuda.so": GpuCode("x", ["sm_120"])}, ["torch/lib/libtorch_cuda.so"], "sm_120")
-    assert report.checks[0].status == "pass"
+    libs = ImageGpuCode({"torch/lib/libtorch_cuda.so": GpuCode("x", ["sm_80", "sm_90"], ["compute_90"])})
+    check = coverage(libs, ["torch/lib/libtorch_cuda.so"], "sm_120")
+    assert check.status == "fail" and "has no sm_120 SASS (sm_80 sm_90)" in check.detail
+    assert coverage(ImageGpuCode({"torch/lib/libtorch_cuda.so": GpuCode("x", ["sm_120"])}), ["torch/lib/libtorch_cuda.so"], "sm_120").status == "pass"
 
 
 def test_rejected_flags_fail_with_the_parsers_reason():
-    report = Report("img", "sha256:x", "sm_120")
+    report = Report("verify", "img", "sha256:x", ["sm_120"])
     _check_flags(report, reply(flags=Outcome(False, None, "error: unrecognized arguments: --disable-flashinfer")),
-                 ServerCommand(["--disable-flashinfer"], "its ENTRYPOINT/CMD"), [])
+                 ServerCommand(["--disable-flashinfer"], "its ENTRYPOINT/CMD"), {"sm_120": []})
     assert report.checks[0].status == "fail" and report.checks[0].detail.endswith("unrecognized arguments: --disable-flashinfer")
 
 
 def test_a_flag_that_selects_a_backend_without_code_fails():
-    report = Report("img", "sha256:x", "sm_120")
+    report = Report("verify", "img", "sha256:x", ["sm_120"])
     rows = [Feature("attention fa3", False, "sgl_kernel/flash_ops.abi3.so: sm_80 sm_86 sm_90a, no sm_120 SASS")]
     parsed = Outcome(True, {"attention_backend": "fa3", "disable_custom_all_reduce": True, "disable_cuda_graph": True})
-    _check_flags(report, reply(flags=parsed), ServerCommand(["--attention-backend", "fa3"], "its CMD"), rows)
+    _check_flags(report, reply(flags=parsed), ServerCommand(["--attention-backend", "fa3"], "its CMD"), {"sm_120": rows})
     assert report.checks[0].status == "fail" and "attention fa3: sgl_kernel/flash_ops.abi3.so" in report.checks[0].detail
 
 
 def test_a_lock_whose_digest_the_labels_do_not_name_fails_pins():
-    report = Report("img", "sha256:x", "sm_120")
+    report = Report("verify", "img", "sha256:x", ["sm_120"])
     _check_pins(report, reply(lock='{"version": 1}'), {"io.sglbuild.lock-digest": "sha256:other"}, None, None)
     assert report.checks[0].status == "fail" and "is not the one the labels name" in report.checks[0].detail
 
 
 def test_missing_compiler_fails_environment():
-    report = Report("img", "sha256:x", "sm_120")
+    report = Report("verify", "img", "sha256:x", ["sm_120"])
     _check_environment(report, reply(runtime=Runtime(None, True, True, "/usr/bin/ldd")))
     assert report.checks[0].status == "fail" and "no C compiler" in report.checks[0].detail
 
@@ -112,23 +111,17 @@ def test_missing_compiler_fails_environment():
 # -- layers ------------------------------------------------------------------------------------
 
 def layer_tar(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime = len(data), 1758153600
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    return tar_bytes(files, mtime=1758153600)
 
 
 @pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
 def test_a_layer_is_known_by_the_sha256_of_its_uncompressed_bytes(compressed):
     raw = layer_tar({"etc/motd": b"hello\n"})
     blob = gzip.compress(raw, mtime=0) if compressed else raw
-    diff_id, entries = _read_layer(io.BytesIO(blob))
+    diff_id, entries = read_layer(io.BytesIO(blob))
     assert diff_id == "sha256:" + hashlib.sha256(raw).hexdigest()
     assert entries["/etc/motd"].sha256 == hashlib.sha256(b"hello\n").hexdigest()
-    assert _read_layer(io.BytesIO(b'{"schemaVersion": 2}' + b" " * 2000)) is None  # a manifest is no layer
+    assert read_layer(io.BytesIO(b'{"schemaVersion": 2}' + b" " * 2000)) is None  # a manifest is no layer
 
 
 def test_compare_entries_names_how_each_file_differs():
@@ -157,7 +150,7 @@ def test_each_wheel_goes_to_the_first_stage_that_needs_it(tmp_path):
 
 
 def test_semantic_layers_leave_out_entries_that_change_nothing():
-    from builder.layers import effective
+    from builder.check.diff import effective
 
     base = {"/etc": Entry("dir", "", 0o40755, "0:0", 1, ""), "/etc/a": Entry("file", "1", 0o100644, "0:0", 1, "")}
     classic = {"/etc": Entry("dir", "", 0o40755, "0:0", 5, ""), "/etc/b": Entry("file", "2", 0o100644, "0:0", 5, "")}
@@ -176,7 +169,7 @@ PIP_CUDA_TILE = ("ERROR: Could not find a version that satisfies the requirement
 
 
 def test_a_release_passed_over_says_why_in_one_line():
-    from builder.resolve import _why
+    from builder.inputs.resolve import _why
 
     assert _why(PIP_CUDA_TILE) == "requires cuda-tile==1.6.0rc5, which the index does not serve"
     assert _why("ERROR: No matching distribution found for foo>=2") == "requires foo>=2, which the index does not serve"
@@ -184,7 +177,7 @@ def test_a_release_passed_over_says_why_in_one_line():
 
 
 def test_passed_over_lines_round_trip_and_an_empty_list_keeps_old_locks_bytes():
-    from builder.lock import Lock, parse_lock
+    from builder.inputs.lockfile import Lock, parse_lock
 
     lock = Lock("t", "i", Platform("3.11.2", "2.36"), {}, [])
     assert "passed_over" not in lock.to_json()  # locks written before keep their bytes, so their digests
@@ -194,7 +187,7 @@ def test_passed_over_lines_round_trip_and_an_empty_list_keeps_old_locks_bytes():
 
 def test_extras_asked_by_a_dependent_reach_the_graph():
     """torch asks for cuda-toolkit[cudart]; pip's report records extras only for what was asked directly."""
-    from builder.resolve import _edges
+    from builder.inputs.resolve import _edges
 
     env = {"sys_platform": "linux", "platform_system": "Linux", "python_version": "3.11", "platform_machine": "x86_64"}
     from packaging.requirements import Requirement
@@ -208,7 +201,7 @@ def test_extras_asked_by_a_dependent_reach_the_graph():
                                   "http://registry.example/sglang"])
 def test_a_repository_given_as_a_url_is_refused_without_repeating_its_credentials(repo):
     from builder.errors import InputError
-    from builder.registry import check_repo
+    from builder.oci import check_repo
 
     with pytest.raises(InputError) as info:
         check_repo(repo)
@@ -237,14 +230,30 @@ def test_an_engine_gone_mid_buildkit_build_is_the_machine_not_the_step():
 
 
 def test_doctor_fails_gpu_code_a_required_library_lacks_for_this_gpu():
-    from builder.doctor import Doctor, _check_coverage
+    from builder.check.doctor import code_check
 
     data = reply(libraries=[GpuCode("/sp/torch/lib/libtorch_cuda.so", ["sm_80", "sm_90"], [], 2, 0),
                             GpuCode("/sp/sgl_kernel/sm90/common_ops.abi3.so", ["sm_90a", "sm_120a"], [], 2, 0)])
-    labels = {"io.sglbuild.require-native": json.dumps(["torch/lib/libtorch_cuda.so", "sgl_kernel/*/common_ops*.so"])}
-    doc = Doctor()
-    _check_coverage(doc, data, labels, "sm_120", True)
-    assert doc.failed and "libtorch_cuda.so carry no sm_120 code" in doc.failed[0].detail
-    doc = Doctor()
-    _check_coverage(doc, data, labels, "sm_90", True)
-    assert not doc.failed and "2 native" in doc.findings[0].detail
+    required = ["torch/lib/libtorch_cuda.so", "sgl_kernel/*/common_ops*.so"]
+    failed = code_check(ImageGpuCode.of(data), required, "sm_120", True)
+    assert failed.status == "fail" and "torch/lib/libtorch_cuda.so has no sm_120 SASS" in failed.detail
+    passed = code_check(ImageGpuCode.of(data), required, "sm_90", True)
+    assert passed.status == "pass" and "2 native" in passed.detail
+
+
+@pytest.mark.parametrize("labels, status", [
+    ({"io.sglbuild.require-native": json.dumps(["sgl_kernel/*/common_ops*.so"])}, "fail"),  # a glob that matches nothing
+    ({"io.sglbuild.require-native": json.dumps(["torch/lib/libtorch_cuda.so"])}, "pass"),
+    ({}, "pass"),  # no label: torch's CUDA library, where torch is installed, and it is native here
+])
+def test_verify_and_doctor_judge_the_same_image_the_same_way(labels, status):
+    """Once they disagreed: a required glob that matched nothing failed verify and passed doctor (which added a default)."""
+    from builder.check.doctor import code_check
+    from builder.check.gpucode import required_globs
+
+    data = reply(libraries=[GpuCode("/sp/torch/lib/libtorch_cuda.so", ["sm_120"], [], 1, 0)])
+    required = required_globs(labels, data)
+    by_verify = coverage(ImageGpuCode.of(data), required, "sm_120")
+    by_doctor = code_check(ImageGpuCode.of(data), required, "sm_120", on_gpu=False)
+    assert by_verify.status == by_doctor.status == status
+    assert required_globs({}, reply(dists={"sglang": "0.5.9"})) == []  # no torch, nothing to require

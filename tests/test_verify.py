@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from conftest import TEST_IMAGE, nvcc_so, small_project
-from support import run_cli
+from support import TEST_IMAGE, build_image, nvcc_so, run_cli, small_project
 
 pytestmark = pytest.mark.engine
 GOOD = f"{TEST_IMAGE}:verifytest"
@@ -41,16 +38,7 @@ def good(tmp_path_factory, docker_client, uv_wheel, sm120_so):
 
 def derive(client, tag: str, dockerfile: str, files: dict[str, bytes] | None = None) -> str:
     """A broken variant of the good image (FROM it), built by the real engine."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in {"Dockerfile": dockerfile.encode(), **(files or {})}.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    buf.seek(0)
-    image, _ = client.images.build(fileobj=buf, custom_context=True, tag=f"{TEST_IMAGE}:{tag}", rm=True,
-                                   labels={"io.sglbuild.test": "true"}, network_mode="none")
-    return f"{TEST_IMAGE}:{tag}"
+    return build_image(client, dockerfile, tag=tag, files=files)
 
 
 def verify(image: str, cwd: Path, *args: str) -> tuple[int, dict, str]:
@@ -146,7 +134,7 @@ def test_serve_dry_run_prints_every_flag_the_server_gets(good):
     r = run_cli("serve", img, "--preset", "tinyllama", "--dry-run", cwd=project)
     assert r.returncode == 0, r.stderr
     cmd = r.stdout.strip()
-    assert cmd.startswith("docker run --rm --runtime nvidia --gpus all -p 127.0.0.1:30001:8000 -v ")  # loopback only
+    assert cmd.startswith("docker run --runtime nvidia --gpus all -p 127.0.0.1:30001:8000 -v ")  # loopback only
     assert "/.cache/huggingface:/root/.cache/huggingface -e PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True --shm-size 8g" in cmd
     # The image's default flags are spelled out, not hidden in its entrypoint.
     assert cmd.endswith(f"--name sglang-tinyllama-1-1b-chat-v1-0 --entrypoint python {img} -m sglang.launch_server "

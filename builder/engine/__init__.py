@@ -1,70 +1,39 @@
 """The Docker engine: every request sglbuild makes to it, and the one place its errors are translated.
 
 One component per group of Docker verbs, as the CLI groups them: ``engine.images``,
-``engine.containers``, ``engine.builds``, ``engine.networks``. Each request runs inside
-:func:`guard`, which turns docker-py's and requests' exceptions into the project's own
-hierarchy, so an engine that refuses a request is one line and an exit code, never a
-traceback. Nothing outside this package imports docker-py.
+``engine.containers``, ``engine.builds`` (classic), ``engine.buildkit`` (``docker buildx``),
+``engine.networks``; :mod:`.export` reads what ``docker save`` writes and :mod:`.archives`
+writes what ``docker load`` reads. Each request runs inside :func:`guard`, which turns
+docker-py's and requests' exceptions into the project's own hierarchy, so an engine that
+refuses a request is one line and an exit code, never a traceback. Nothing outside this
+package imports docker-py or reads its objects: the components hand back :mod:`.records`.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import docker
 import docker.errors
 import requests.exceptions
 
-from ..errors import DiskFull, EngineError, EngineUnavailable, ImageNotFound, InputError, SglbuildError
+from ..errors import EngineUnavailable
+from .buildkit import BuildKit
+from .builds import Builds
+from .containers import Containers
+from .guard import guard, translate
+from .images import Images
+from .networks import Networks
 
-
-def translate(exc: BaseException, what: str) -> SglbuildError | None:
-    """The project's error for an exception docker-py (or requests under it) raised; None if not theirs."""
-    if isinstance(exc, SglbuildError):
-        return exc
-    if isinstance(exc, docker.errors.ImageNotFound):
-        return ImageNotFound(f"{what}: no such image on this engine", "build it, or pull it by digest")
-    if isinstance(exc, docker.errors.APIError):
-        why = " ".join(str(exc.explanation or exc).split())
-        if "no space left on device" in why.lower():
-            return DiskFull(f"{what}: the engine ran out of disk: {why}", "free space (sglbuild gc) and run again")
-        if "invalid reference format" in why:
-            return InputError(f"{what}: {why}", "image references are lowercase: [REGISTRY/]REPO[:TAG|@sha256:DIGEST]")
-        return EngineError(f"the engine refused {what}: {why}")
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        return EngineUnavailable(f"the Docker engine stopped answering during {what}", "check that dockerd runs, then run again")
-    if isinstance(exc, requests.exceptions.Timeout):
-        return EngineError(f"the Docker engine did not answer in time during {what}")
-    if isinstance(exc, (docker.errors.DockerException, requests.exceptions.RequestException)):
-        return EngineError(f"{what}: {type(exc).__name__}: {' '.join(str(exc).split())}")
-    return None
-
-
-@contextmanager
-def guard(what: str) -> Iterator[None]:
-    """Run engine requests; their failures leave as the project's errors, saying WHAT was asked."""
-    try:
-        yield
-    except Exception as exc:  # noqa: BLE001 - translated, or re-raised as it was
-        ours = translate(exc, what)
-        if ours is None or ours is exc:
-            raise
-        raise ours from None
+__all__ = ["Engine", "connect", "guard", "translate", "requested_builder"]
 
 
 class Engine:
     """A connected engine. ``client`` is docker-py's, for this package's components only."""
 
     def __init__(self, client: docker.DockerClient, where: str) -> None:
-        from .builds import Builds
-        from .buildkit import BuildKit
-        from .containers import Containers
-        from .images import Images
-        from .networks import Networks
-
         self.client, self.where = client, where
         self.images = Images(self)
         self.containers = Containers(self)
@@ -97,10 +66,16 @@ class Engine:
     @functools.cached_property
     def builder(self) -> str:
         """How sglbuild builds on this engine: "buildkit" where it has BuildKit 0.13 and buildx answers, else "classic"."""
-        chosen = os.environ.get("SGLBUILD_BUILDER", "auto")
-        if chosen in ("classic", "buildkit"):
-            return chosen
-        return "buildkit" if self.buildkit.supported() else "classic"
+        return requested_builder() or ("buildkit" if self.buildkit.supported() else "classic")
+
+
+BUILDERS = ("classic", "buildkit")
+
+
+def requested_builder() -> str | None:
+    """The build path ``SGLBUILD_BUILDER`` asks for ("classic" or "buildkit"), or None to let the engine decide."""
+    chosen = os.environ.get("SGLBUILD_BUILDER", "auto")
+    return chosen if chosen in BUILDERS else None
 
 
 def connect(timeout: int = 600) -> Engine:

@@ -16,11 +16,11 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from ..errors import BuildFailed, DiskFull, EngineUnavailable, Interrupted, ToolMissing
+from ..state import scratch
 
 if TYPE_CHECKING:
     from . import Engine
@@ -53,7 +53,7 @@ class BuildKit:
         cli = docker_cli()
         if cli is None:
             raise ToolMissing("docker buildx is not installed", "install the docker-buildx plugin, or SGLBUILD_BUILDER=classic")
-        with tempfile.TemporaryDirectory(prefix="sglbuild-buildx-") as tmp:
+        with scratch("buildx") as tmp:
             Path(tmp, "Dockerfile").write_text(dockerfile)
             (empty := Path(tmp, "context")).mkdir()
             cmd = [cli, "buildx", "build", "--progress", "plain", "--network", "none", "--file", str(Path(tmp, "Dockerfile")),

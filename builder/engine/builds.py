@@ -9,7 +9,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from ..errors import BuildFailed, DiskFull, EngineError, Interrupted
-from . import guard
+from .guard import guard
 
 if TYPE_CHECKING:
     from . import Engine

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import io
+import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 import docker.errors
-from docker.models.images import Image
 
 from ..contracts import LABEL_MANAGED
 from ..errors import EngineError, ImageNotFound, NetworkError
-from . import guard
+from .guard import guard
+from .archives import canonical, digest_of, legacy_archive, oci_layout_archive
+from .records import ImageRecord
 
 if TYPE_CHECKING:
     from . import Engine
@@ -31,22 +32,21 @@ def split_ref(ref: str) -> tuple[str, str]:
 class Images:
     def __init__(self, engine: Engine) -> None:
         self.engine, self.api = engine, engine.client.api
-        self._images = engine.client.images
 
-    def find(self, ref: str) -> Image | None:
+    def find(self, ref: str) -> ImageRecord | None:
         with guard(f"a lookup of image {ref}"):
             try:
-                return self._images.get(ref)
+                return ImageRecord.from_attrs(self.api.inspect_image(ref))
             except docker.errors.ImageNotFound:
                 return None
 
-    def get(self, ref: str) -> Image:
+    def get(self, ref: str) -> ImageRecord:
         image = self.find(ref)
         if image is None:
             raise ImageNotFound(f"no image {ref!r} on this engine", "build it, or pull it by digest")
         return image
 
-    def tag(self, image_id: str, ref: str, *, drop_replaced: bool = False, previous: Image | None = None) -> None:
+    def tag(self, image_id: str, ref: str, *, drop_replaced: bool = False, previous: ImageRecord | None = None) -> None:
         """Point REF at IMAGE_ID. ``drop_replaced``: remove the image REF pointed at before (PREVIOUS, if a
         builder already moved REF) if that left it untagged and sglbuild made it (a --no-cache rebuild
         would leave it dangling)."""
@@ -56,23 +56,21 @@ class Images:
             self.api.tag(image_id, repo, tag, force=True)
         if previous is None or previous.id == image_id:
             return
-        try:
-            previous.reload()
-            if not previous.tags and (previous.labels or {}).get(LABEL_MANAGED):
-                # Refused while a child image still uses it; the last stage's removal takes its untagged parents.
-                self.api.remove_image(previous.id)
-        except docker.errors.APIError:
-            pass
+        now = self.find(previous.id)
+        if now is not None and not now.tags and now.labels.get(LABEL_MANAGED):
+            # Refused while a child image still uses it; the last stage's removal takes its untagged parents.
+            self.untag_or_remove(previous.id)
 
     def untag_or_remove(self, ref: str) -> bool:
         """Remove a tag (and the image, if nothing else names it); False if the engine keeps it (a child uses it)."""
-        try:
-            self.api.remove_image(ref)
-            return True
-        except docker.errors.ImageNotFound:
-            return True
-        except docker.errors.APIError:
-            return False
+        with guard(f"removing {ref}"):
+            try:
+                self.api.remove_image(ref)
+                return True
+            except docker.errors.ImageNotFound:
+                return True
+            except docker.errors.APIError:
+                return False
 
     def remove(self, ref: str, *, force: bool = False) -> None:
         with guard(f"removing image {ref}"):
@@ -81,28 +79,28 @@ class Images:
             except docker.errors.ImageNotFound:
                 pass
 
-    def list(self, *, label: str | None = None, dangling: bool | None = None) -> list[Image]:
+    def list(self, *, label: str | None = None, dangling: bool | None = None) -> list[ImageRecord]:
         filters: dict[str, Any] = {}
         if label:
             filters["label"] = label
         if dangling is not None:
             filters["dangling"] = dangling
         with guard("a list of images"):
-            return self._images.list(filters=filters)
+            found = [self.find(summary["Id"]) for summary in self.api.images(filters=filters)]
+        return [image for image in found if image is not None]
 
     def tags_under(self, prefixes: tuple[str, ...]) -> list[str]:
         """Every tag on this engine that starts with one of PREFIXES."""
         with guard("a list of images"):
-            return sorted(t for image in self._images.list() for t in image.tags if t.startswith(prefixes))
+            return sorted(t for summary in self.api.images() for t in summary.get("RepoTags") or () if t.startswith(prefixes))
 
-    def import_tarball(self, tarball: Path, changes: list[str]) -> str:
+    def import_tarball(self, tarball: Path, changes: list[str], platform: str | None = None) -> str:
         """``docker import``: a root filesystem tarball as a one-layer image; returns its ID."""
         with guard(f"the import of {tarball.name}"):
-            out = self.api.import_image_from_file(str(tarball), changes=changes)
+            params = {"platform": platform} if platform else {}
+            out = self.api.import_image_from_file(str(tarball), changes=changes, **params)
         last = out.strip().splitlines()[-1] if isinstance(out, str) else str(out)
         try:
-            import json
-
             status = json.loads(last).get("status", "")
         except ValueError:
             status = ""
@@ -116,6 +114,22 @@ class Images:
             for chunk in self.api.load_image(archive):
                 if isinstance(chunk, dict) and "error" in chunk:
                     raise EngineError(f"the engine refused {what}: {chunk['error']}")
+
+    def load_config(self, config: dict[str, Any], *, source: str, name: str | None, mtime: int) -> str:
+        """Re-issue SOURCE (an image here) with CONFIG, whose layers are SOURCE's, as NAME (None: untagged,
+        the legacy store only); returns the new image's ID. No layer is read or written."""
+        raw = canonical(config)
+        if not self.engine.containerd_store:
+            if name is None and self.find(digest_of(raw)) is not None:
+                return digest_of(raw)
+            self.load(legacy_archive(raw, name, mtime), "a re-issued image config")
+            return digest_of(raw)
+        if name is None:
+            raise EngineError("containerd's image store takes a re-issued config only under a name")
+        from .export import oci_manifest
+
+        self.load(oci_layout_archive(raw, oci_manifest(self.engine, source), name, mtime), "a re-issued image config")
+        return self.get(name).id
 
     def export(self, image: str) -> Iterator[bytes]:
         """``docker save`` of one image, as a stream of chunks (never written to disk)."""
@@ -138,12 +152,17 @@ class Images:
                     return None
                 raise NetworkError(f"the registry of {ref} did not answer: {' '.join(str(exc.explanation or exc).split())}") from None
 
-    def pull(self, repo: str, tag: str) -> Image:
+    def pull(self, repo: str, tag: str, platform: str | None = None) -> ImageRecord:
+        """Pull REPO:TAG or REPO@sha256:... (for PLATFORM, from an index); the image pulled."""
         with guard(f"the pull of {repo}:{tag}"):
             try:
-                return self._images.pull(repo, tag=tag)
+                for chunk in self.api.pull(repo, tag=tag, stream=True, decode=True, platform=platform):
+                    if "error" in chunk:
+                        raise NetworkError(f"cannot pull {repo}@{tag}: {chunk['error']}")
             except docker.errors.APIError as exc:
                 raise NetworkError(f"cannot pull {repo}@{tag}: {exc.explanation}") from None
+        sep = "@" if tag.startswith("sha256:") else ":"
+        return self.get(f"{repo}{sep}{tag}")
 
     def push(self, repo: str, tag: str) -> str:
         """Push REPO:TAG; returns the digest the registry gave it."""
@@ -164,25 +183,22 @@ class Images:
 
     def archive(self, image: str, path: str) -> bytes | None:
         """The tar of PATH inside IMAGE (``docker cp``), or None when the image has no such path."""
-        container = self.engine.containers.create(image, ["true"])
+        containers = self.engine.containers
+        container = containers.create(image, ["true"])
         try:
-            with guard(f"copying {path} out of {image}"):
-                try:
-                    bits, _ = container.get_archive(path)
-                    return b"".join(bits)
-                except docker.errors.NotFound:
-                    return None
+            return containers.get_archive(container.id, path)
         finally:
-            self.engine.containers.remove(container)
+            containers.remove(container.id)
 
 
 def tar_member_bytes(archive: bytes) -> dict[str, bytes]:
     """{file name: contents} of the files in a ``docker cp`` archive."""
+    import io
     import tarfile
 
     out = {}
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         for member in tar.getmembers():
             if member.isfile():
-                out[member.name.rsplit("/", 1)[-1]] = tar.extractfile(member).read()
+                out[member.name.rsplit("/", 1)[-1]] = tar.extractfile(member).read()  # type: ignore[union-attr]
     return out

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 import docker.errors
 
 from ..contracts import LABEL_MANAGED
-from . import guard
+from .guard import guard
+from .records import NetworkRecord
 
 if TYPE_CHECKING:
     from . import Engine
@@ -28,9 +29,19 @@ class Networks:
             except docker.errors.NotFound:
                 net = networks.create(BUILD_NETWORK, driver="bridge", internal=True, labels={LABEL_MANAGED: "true"})
                 net.reload()
-        ipam = net.attrs["IPAM"]["Config"][0]
+            ipam = net.attrs["IPAM"]["Config"][0]
         return net.name, ipam["Gateway"], ipam["Subnet"]
 
-    def list_managed(self) -> list:
+    def list_managed(self) -> list[NetworkRecord]:
         with guard("a list of networks"):
-            return self.engine.client.networks.list(filters={"label": LABEL_MANAGED})
+            found = self.engine.client.networks.list(filters={"label": LABEL_MANAGED})
+            for net in found:
+                net.reload()  # the list leaves out the attached containers
+            return [NetworkRecord(n.name, n.id, len(n.attrs.get("Containers") or {})) for n in found]
+
+    def remove(self, name: str) -> None:
+        with guard(f"removing the {name} network"):
+            try:
+                self.engine.client.networks.get(name).remove()
+            except docker.errors.NotFound:
+                pass

@@ -1,9 +1,9 @@
 """``python3 -m builder.probe COMMAND``: the probe's one entry point; the last line is JSON.
 
     archs ROOT...              GPU code of every library under each ROOT ('/' for the whole image)
-    static [--flags JSON] [--target sm_120]
+    static [--flags JSON] [--target sm_120[,sm_121...]]
                                everything verify's static checks need; the server flags to parse;
-                               the target to run the JIT probe (builder.probe.jit) for
+                               the targets to run the JIT probe (builder.probe.jit) for
     flags JSON                 only the server flags, parsed by the image's own SGLang
     jit --target sm_120 [--run]   only the JIT probe
     gpu [--target sm_120]      the device, the image's code on it, a matmul and sgl_kernel's RMSNorm

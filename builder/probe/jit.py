@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from ..contracts import SCRATCH_PREFIXES
 from .fatbin import scan_file, scan_tree, verdict
 
 _BLOCK = 64
@@ -134,7 +135,7 @@ def _flashinfer_jit(target: str) -> Dict[str, Any]:
     """Compile one FlashInfer JIT module (its RMSNorm) for TARGET, in a scratch cache."""
     arch = _capability(target)
     os.environ["FLASHINFER_CUDA_ARCH_LIST"] = f"{arch // 10}.{arch % 10}{'a' if target.endswith('a') else ''}"
-    os.environ.setdefault("FLASHINFER_WORKSPACE_BASE", tempfile.mkdtemp(prefix="sglbuild-flashinfer-"))
+    os.environ.setdefault("FLASHINFER_WORKSPACE_BASE", tempfile.mkdtemp(prefix=SCRATCH_PREFIXES["flashinfer"]))
     t0 = time.perf_counter()
     try:
         from flashinfer.jit import norm
@@ -155,7 +156,7 @@ def jit_checks(target: str, run: bool = False) -> Dict[str, Any]:
     return {"target": target, "triton": triton_check(target, run), "flashinfer": flashinfer_check(target)}
 
 
-if __name__ == "__main__":  # run as a child of the static probe: python -m builder.probe.jit TARGET [--run]
+if __name__ == "__main__":  # a child of the static probe: python -m builder.probe.jit TARGET[,TARGET...] [--run]
     import json
 
-    print(json.dumps(jit_checks(sys.argv[1], "--run" in sys.argv[2:])))
+    print(json.dumps({t: jit_checks(t, "--run" in sys.argv[2:]) for t in sys.argv[1].split(",")}))

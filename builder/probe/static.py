@@ -87,7 +87,7 @@ def parse_flags(flags: List[str]) -> tuple:
 
 
 def static(flags: Optional[List[str]], target: Optional[str] = None) -> StaticReply:
-    """FLAGS: server flags to parse (None: none given); TARGET: run the JIT probe for it too."""
+    """FLAGS: server flags to parse (None: none given); TARGET: architectures (sm_100,sm_121) to run the JIT probe for."""
     paths = sysconfig.get_paths()
     site = sorted({paths["purelib"], paths["platlib"]})
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
@@ -128,7 +128,7 @@ def static(flags: Optional[List[str]], target: Optional[str] = None) -> StaticRe
         flags=flags_outcome,
         server_options=options,
         jit=jit_outcome.value if jit_outcome is not None and jit_outcome.ok else (
-            {"error": jit_outcome.error} if jit_outcome is not None else None),
+            {t: {"error": jit_outcome.error} for t in (target or "").split(",")} if jit_outcome is not None else None),
         libraries=libs,
         ldd_missing=missing,
         runtime=Runtime(

@@ -1,0 +1,128 @@
+"""Step 5a, base: a Debian root filesystem from Debian packages, imported as an image.
+
+No registry is needed: mmdebstrap installs exactly the locked package versions with a
+fixed SOURCE_DATE_EPOCH, ``docker import`` turns the tarball into an image, and the
+image is tagged only after its installed packages are checked against the lock.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..contracts import LABEL_MANAGED
+from ..errors import DiskFull, EngineError, IntegrityError, Interrupted, NetworkError, ToolMissing
+from ..inputs.lockfile import Lock
+from ..inputs.profile import Target
+from ..state import scratch
+from .normalize import image_config
+from .plan import base_key
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+    from .cache import StageCache
+
+_MIN_FREE = 2 << 30
+
+
+def ensure_base(engine: Engine, target: Target, lock: Lock, ref: str, *, fresh: bool = False,
+                cache: StageCache | None = None) -> bool:
+    """Make sure REF names the target's base image, bootstrapping it if needed; True if it was made now.
+
+    ``fresh`` bootstraps anew even when the base exists (a from-scratch build). With a CACHE, a missing
+    base is pulled from it if there (and used only if its packages are the lock's), else pushed once made.
+    """
+    if engine.images.find(ref) is not None and not (fresh and target.base.bootstrapped):
+        if cache is not None and target.base.bootstrapped:
+            cache.offer("base", base_key(target, lock), engine.images.get(ref).id)
+        return False
+    key = base_key(target, lock)
+    if cache is not None and not fresh and target.base.bootstrapped:
+        image_id = cache.fetch("base", key, ref, check_label=False)
+        if image_id is not None:
+            try:
+                _check_packages(engine, image_id, lock)
+                return False
+            except IntegrityError as exc:
+                engine.images.remove(ref)
+                cache.reporter.step("base", "refused", f"the cached base: {exc.message}")
+    if not target.base.bootstrapped:
+        repo, _, digest = ref.partition("@")
+        engine.images.pull(repo, digest)
+        return True
+    if shutil.which("mmdebstrap") is None:
+        raise ToolMissing("mmdebstrap is not installed", "apt-get install mmdebstrap")
+    with scratch("base") as tmp:
+        if shutil.disk_usage(tmp).free < _MIN_FREE:
+            raise DiskFull(f"less than 2 GiB free in {tmp} for the base tarball", "free space or set TMPDIR")
+        tarball = Path(tmp, "rootfs.tar")
+        _bootstrap(target, lock, tarball)
+        image_id = engine.images.import_tarball(tarball, [f'LABEL {LABEL_MANAGED}="true"'])
+    try:
+        _check_packages(engine, image_id, lock)
+        previous = engine.images.find(ref)
+        reissue(engine, image_id, target.base.source_date_epoch, ref)  # a config free of the import's time
+    except BaseException:
+        engine.images.remove(image_id, force=True)
+        raise
+    reissued = engine.images.get(ref).id
+    engine.images.tag(reissued, ref, drop_replaced=True, previous=previous)
+    engine.images.untag_or_remove(image_id)
+    if cache is not None:
+        cache.store("base", key, reissued)
+    return True
+
+
+def reissue(engine: Engine, image_id: str, epoch: int, name: str) -> None:
+    """Give an imported base a config made of its inputs alone (``docker import`` stamps the time of the
+    import), loaded as NAME: the layer is the engine's already, so none is read back or written."""
+    config = image_config(engine.images.get(image_id), ["base"], {}, epoch)
+    engine.images.load_config(config, source=image_id, name=name, mtime=epoch)
+
+
+def _bootstrap(target: Target, lock: Lock, tarball: Path) -> None:
+    base = target.base
+    # Pin what the profile asks for to the locked versions; the essential set follows
+    # the mirror and is checked against the lock after import.
+    include = [f"{p}={lock.debian[p]}" if p in lock.debian else p for p in base.packages]
+    cmd = ["mmdebstrap", "--quiet", "--variant=minbase", "--format=tar",
+           "--customize-hook=rm -f \"$1\"/var/log/dpkg.log \"$1\"/var/log/apt/*.log \"$1\"/var/cache/ldconfig/aux-cache"]
+    if include:
+        cmd.append("--include=" + ",".join(include))
+    cmd += [base.suite, str(tarball), base.mirror]
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(base.source_date_epoch)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _, stderr = proc.communicate()
+    except KeyboardInterrupt:
+        # Let mmdebstrap unmount and remove its chroot before we go.
+        proc.terminate()
+        proc.wait(timeout=120)
+        raise Interrupted("base bootstrap interrupted; nothing was tagged", "run the build again") from None
+    if proc.returncode != 0:
+        lines = [ln for ln in stderr.splitlines() if ln.strip()]
+        tail = (lines or ["(no output)"])[-1][:300]
+        if "No space left" in stderr:
+            raise DiskFull(f"disk full while bootstrapping the base: {tail}", "free space and build again")
+        if any(s in stderr for s in ("Failed to fetch", "Could not resolve", "Temporary failure")):
+            raise NetworkError(f"Debian mirror {base.mirror} did not answer: {tail}", "check the mirror and the network")
+        if "=" in stderr and ("not found" in stderr or "Version" in stderr):
+            raise IntegrityError(f"the mirror no longer has a locked package version: {tail}", "run 'sglbuild lock' to move the pins")
+        raise EngineError(f"mmdebstrap failed: {tail}")
+
+
+def _check_packages(engine: Engine, image_id: str, lock: Lock) -> None:
+    code, out = engine.containers.run(image_id, ["dpkg-query", "-W", "-f", "${Package} ${Version}\\n"])
+    if code != 0:
+        raise EngineError(f"cannot list the base's packages: {out.strip()[:200]}")
+    installed = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+    drift = [f"{p} {installed.get(p, 'absent')} (lock: {v})" for p, v in sorted(lock.debian.items()) if installed.get(p) != v]
+    drift += [f"{p} {v} (not in lock)" for p, v in sorted(installed.items()) if p not in lock.debian]
+    if drift:
+        more = f" and {len(drift) - 3} more" if len(drift) > 3 else ""
+        raise IntegrityError(f"the bootstrapped base differs from the lock: {'; '.join(drift[:3])}{more}",
+                             "the mirror moved: run 'sglbuild lock' and review the change")

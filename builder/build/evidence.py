@@ -1,0 +1,57 @@
+"""Step 5b, evidence: a derived target's server flags, from what its own image can run on the target.
+
+For ``[serve] preset = "derived"`` the final stage (whose entrypoint carries the flags) waits
+for evidence: the stages up to the last one that installs wheels are built, the probe reads
+that image (its libraries' code for gpu_arch, its SGLang's parser, the JIT probe's compiles),
+:func:`builder.check.features.derive` picks the fastest configuration proven for the target,
+and the plan is completed with those flags. The answer depends only on that stage's image, so
+it is kept under the stage's key: ``sglbuild plan`` and ``render`` show the flags once it is known.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .. import __version__
+from ..check.features import derive, features
+from ..check.gpucode import ImageGpuCode
+from ..check.static import static_reply
+from ..inputs.flags import server_flags
+from ..state import remember, remembered
+from ..ui import Reporter
+from .plan import Plan
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+
+
+def _key(plan: Plan) -> str:
+    return f"{__version__}:{plan.evidence_stage.key}:{plan.target.gpu_arch}"
+
+
+def cached(plan: Plan) -> tuple[str, ...] | None:
+    """The flags derived for this plan's evidence stage on this machine before, if any."""
+    flags = remembered("evidence", _key(plan))
+    return tuple(flags) if flags is not None else None
+
+
+def derived_flags(engine: Engine, image: str, arch: str, sglang_version: str) -> tuple[tuple[str, ...], list]:
+    """The flags IMAGE's evidence supports on ARCH, and the feature table behind them."""
+    reply = static_reply(engine, engine.images.get(image).id, [arch], None)
+    rows = features(reply, ImageGpuCode.of(reply), arch)
+    return tuple(server_flags(derive(rows), sglang_version)), rows
+
+
+def complete(engine: Engine, plan: Plan, evidence_image: str, reporter: Reporter, *, fresh: bool = False) -> Plan:
+    """PLAN completed with the flags EVIDENCE_IMAGE (its evidence stage's image) supports; from the cache unless FRESH."""
+    known = None if fresh else cached(plan)
+    if known is not None:
+        reporter.step("evidence", "reused", f"derived flags for {plan.target.gpu_arch}: {' '.join(known)}")
+        return plan.with_derived(known)
+    sglang = plan.lock.wheel("sglang")
+    flags, rows = derived_flags(engine, evidence_image, plan.target.gpu_arch, sglang.version if sglang else "0")
+    chosen = ", ".join(f.name for f in rows if f.available and f.name.startswith(("attention", "sampling")))
+    reporter.step("evidence", "derived", f"{plan.evidence_stage.name} runs on {plan.target.gpu_arch}: {chosen or 'nothing proven'}; "
+                  f"flags: {' '.join(flags)}")
+    remember("evidence", _key(plan), list(flags))
+    return plan.with_derived(flags)

@@ -1,0 +1,106 @@
+"""``sglbuild gc``: remove what interrupted runs left behind, and nothing anyone else made.
+
+A build killed with ``kill -9`` cannot clean up: it may leave untagged stage images (the
+classic builder's intermediate containers and images), stopped probe or build containers,
+the build network, its served-files directories beside the wheelhouse and BuildKit's
+Dockerfile directories in the temporary directory, and tags in sglbuild's scratch
+repositories (``sglbuild-repro/``, ``sglbuild-bench/``). Everything here is found by
+sglbuild's own label or names; running containers (a ``serve``) and tagged images stay.
+
+Builds hold a shared lock while they run, one per engine (a file in the temporary directory named
+by the engine's address, whatever state directory each process uses); gc takes it exclusively, so
+it never removes a running build's work, and a killed build's lock is released by the kernel.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+from ..contracts import LABEL_MANAGED
+from ..errors import EnvironmentProblem
+from ..state import scratch_leftovers
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+
+SCRATCH_REPOS = ("sglbuild-repro/", "sglbuild-bench/")
+
+
+@contextmanager
+def build_lock(engine: Engine, exclusive: bool = False) -> Iterator[None]:
+    """Held (shared) by every build on ENGINE while it runs; gc holds it exclusively."""
+    name = hashlib.sha256(engine.where.encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"sglbuild-engine-{name}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    with os.fdopen(fd, "r+") as f:
+        try:
+            fcntl.flock(f, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if exclusive:
+                raise EnvironmentProblem("a build is running on this machine", "run 'sglbuild gc' when it has finished") from None
+            fcntl.flock(f, fcntl.LOCK_SH)  # another build holds it shared, or gc for a moment: wait
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@dataclass
+class Collected:
+    containers: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+    networks: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    bytes: int = 0
+    kept_running: list[str] = field(default_factory=list)
+
+
+def collect(engine: Engine, wheelhouse: Path, *, dry_run: bool = False) -> Collected:
+    out = Collected()
+    with build_lock(engine, exclusive=True):
+        for c in engine.containers.list_managed():
+            if c.status == "running":
+                out.kept_running.append(c.name)
+                continue
+            out.containers.append(c.name)
+            if not dry_run:
+                engine.containers.remove(c.id)
+        for tag in engine.images.tags_under(SCRATCH_REPOS):
+            out.images.append(tag)
+            if not dry_run:
+                engine.images.remove(tag, force=True)
+        for image in engine.images.list(label=LABEL_MANAGED, dangling=True):
+            out.images.append(image.id[:19])
+            out.bytes += image.size
+            if not dry_run:
+                engine.images.remove(image.id, force=True)
+        for net in engine.networks.list_managed():
+            if net.containers:
+                continue
+            out.networks.append(net.name)
+            if not dry_run:
+                engine.networks.remove(net.name)
+        for path in scratch_leftovers(wheelhouse):
+            out.paths.append(str(path))
+            if not dry_run:
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    return out
+
+
+def text(c: Collected, dry_run: bool) -> str:
+    verb = "would remove" if dry_run else "removed"
+    lines = [f"{verb} {len(c.containers)} containers, {len(c.images)} images ({c.bytes / 1e9:.2f} GB untagged), "
+             f"{len(c.networks)} networks, {len(c.paths)} directories"]
+    lines += [f"  {kind:<10} {name}" for kind, names in (("container", c.containers), ("image", c.images),
+                                                          ("network", c.networks), ("path", c.paths)) for name in names]
+    if c.kept_running:
+        lines.append(f"  kept running: {', '.join(c.kept_running)} (stop them with docker rm -f)")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,280 @@
+"""Step 4, plan: what a build of one target makes, computed once from the profile and the lock.
+
+The stages in order (system, one per ``[[stage]]``, final), each with its Dockerfile text,
+its key and its tag; the labels and server flags of the final image; the SBOM; and the
+files the build serves beside the wheels. ``build``, ``plan``, ``render``, the
+reproducibility check and the benchmarks all walk this one object.
+
+A stage's key is the sha256 of its Dockerfile text, which names its parent's tag and pins
+every wheel it installs by hash, and nothing else: no target name, revision or human tag.
+Those are labels, applied to the final image's config by :mod:`builder.normalize`, so
+targets with the same stages share their images and a new commit rebuilds nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from functools import cached_property
+
+from .. import __version__
+from ..contracts import (
+    BASE_REPO,
+    BUILDKIT_WHEELHOUSE_PORT,
+    ENTRYPOINT_IN_IMAGE,
+    IN_IMAGE_DIR,
+    LABEL_GPU_ARCH,
+    LABEL_LOCK_DIGEST,
+    LABEL_REQUIRE_NATIVE, LABEL_UNLOADABLE,
+    LABEL_SERVE_FLAGS,
+    LABEL_SGLANG_VERSION,
+    LABEL_TARGET,
+    LABEL_VERSION,
+    LOCK_IN_IMAGE,
+    OCI_CREATED,
+    OCI_DESCRIPTION,
+    OCI_REVISION,
+    OCI_SOURCE,
+    OCI_TITLE,
+    OCI_VERSION,
+    SBOM_IN_IMAGE,
+    SERVED_ENTRYPOINT,
+    SERVED_LOCK,
+    SERVED_SBOM,
+    STAGE_FINAL,
+    STAGE_REPO,
+    STAGE_SYSTEM,
+    STAGE_WHEELS,
+    TOOLS,
+    VENV,
+)
+from ..errors import InputError
+from ..inputs.flags import server_flags
+from ..inputs.lockfile import Lock, Wheel
+from ..inputs.profile import Target
+from ..inputs.sbom import sbom_json
+from .helpers_wheel import helpers_wheel
+from .render import render_dockerfile, render_entrypoint
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    kind: str  # contracts.STAGE_SYSTEM | STAGE_WHEELS | STAGE_FINAL
+    parent: str  # the image it builds FROM: the base, or the previous stage's tag (its name in the whole file)
+    wheels: tuple[Wheel, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlannedStage:
+    spec: StageSpec
+    dockerfile: str  # exactly what the engine builds
+    key: str  # sha256 of that text
+    tag: str  # REPO:NAME-KEY16: found by this tag, the stage is not built again
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True)
+class ServedFile:
+    """A file the wheel server hands the build beside the wheels; the step checks its sha256."""
+
+    url_path: str
+    data: bytes
+    dest: str = ""  # where the final stage writes it in the image ("" for the helpers wheel)
+    mode: str = "0644"
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Plan:
+    target: Target
+    lock: Lock
+    base: str  # the base image's reference
+    stages: tuple[PlannedStage, ...]
+    labels: dict[str, str]  # the final image's labels (set in its config by normalize)
+    serve_flags: tuple[str, ...]
+    sbom: str
+    served: tuple[ServedFile, ...]
+    values: dict = field(repr=False)  # what the template renders with
+    revision: str = "unknown"
+    builder: str = "classic"  # "classic" (docker-py, the wheelhouse over HTTP) | "buildkit" (buildx, bind-mounted)
+    reproducible: bool = True
+    repo: str | None = None  # stages tag into REPO instead of the shared stage repository
+    awaiting_evidence: bool = False  # [serve] preset = "derived" and no evidence yet: no final stage until there is
+
+    @property
+    def evidence_stage(self) -> PlannedStage:
+        """The stage whose image the evidence for derived settings is read from: the last one that installs wheels."""
+        return [s for s in self.stages if s.spec.kind == STAGE_WHEELS][-1]
+
+    def with_derived(self, flags: tuple[str, ...]) -> "Plan":
+        """This plan, completed with the server flags derived from the evidence."""
+        return make_plan(self.target, self.lock, self.revision, reproducible=self.reproducible, repo=self.repo, derived=flags,
+                         builder=self.builder)
+
+    @property
+    def final(self) -> PlannedStage:
+        if self.awaiting_evidence:
+            raise ValueError("a derived target's final stage waits for the evidence (builder.evidence.complete)")
+        return self.stages[-1]
+
+    @property
+    def human_tag(self) -> str:
+        return self.target.human_tag
+
+    def immutable_tag(self, image_id: str) -> str:
+        """IMAGE:TAG-<image ID>: named after the image itself, so it can never move to another."""
+        return f"{self.repo}:final" if self.repo else f"{self.target.human_tag}-{image_id.split(':')[-1][:12]}"
+
+    @cached_property
+    def dockerfile(self) -> str:
+        """The whole multi-stage Dockerfile, for people to read and diff."""
+        whole = [replace(s.spec, parent=self.base if i == 0 else self.stages[i - 1].name) for i, s in enumerate(self.stages)]
+        text = render_dockerfile(self.values, whole, header=True)
+        if self.awaiting_evidence:
+            text += (f"\n# final: its server flags are derived from the evidence of stage {self.evidence_stage.name}'s image\n"
+                     "# (sglbuild build reads it; sglbuild render shows the stage once that image was probed here)\n")
+        return text
+
+    def to_dict(self, present: dict[str, bool] | None = None) -> dict:
+        """``sglbuild plan --json``: PRESENT says which stage tags the engine already has."""
+        def state(tag: str) -> str:
+            return "unknown" if present is None else "reuse" if present.get(tag) else "build"
+
+        return {
+            "target": self.target.name,
+            "lock": f"sha256:{self.lock.digest}",
+            "builder": self.builder,
+            "base": {"ref": self.base, "next_build": state(self.base)},
+            "stages": [{"name": s.name, "kind": s.spec.kind, "key": s.key, "tag": s.tag, "parent": s.spec.parent,
+                        "wheels": len(s.spec.wheels), "next_build": state(s.tag)} for s in self.stages]
+                      + ([{"name": STAGE_FINAL, "kind": STAGE_FINAL, "key": None, "tag": None,
+                           "next_build": f"build once {self.evidence_stage.name} is probed (derived flags)"}] if self.awaiting_evidence else []),
+            "labels": self.labels,
+            "serve_flags": list(self.serve_flags),
+        }
+
+
+def stage_specs(target: Target, lock: Lock) -> list[StageSpec]:
+    """The build's stages in order: system, one per [[stage]], final (parents filled in by make_plan)."""
+    specs = [StageSpec(STAGE_SYSTEM, STAGE_SYSTEM, "")]
+    specs += [StageSpec(s.name, STAGE_WHEELS, "", tuple(lock.stage_wheels(s.name))) for s in target.stages]
+    return specs + [StageSpec(STAGE_FINAL, STAGE_FINAL, "")]
+
+
+def labels(target: Target, lock: Lock, revision: str, flags: tuple[str, ...]) -> dict[str, str]:
+    created = datetime.fromtimestamp(target.base.source_date_epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    sglang = lock.wheel("sglang")
+    return dict(sorted({
+        OCI_TITLE: target.human_tag,
+        OCI_DESCRIPTION: target.description,
+        OCI_VERSION: f"{target.tag}-{lock.digest[:12]}",
+        OCI_REVISION: revision,
+        OCI_CREATED: created,
+        OCI_SOURCE: target.source,
+        LABEL_VERSION: __version__,
+        LABEL_TARGET: target.name,
+        LABEL_LOCK_DIGEST: f"sha256:{lock.digest}",
+        LABEL_GPU_ARCH: target.gpu_arch,
+        LABEL_SGLANG_VERSION: sglang.version if sglang else "",
+        LABEL_SERVE_FLAGS: json.dumps(list(flags)),
+        LABEL_REQUIRE_NATIVE: json.dumps(list(target.require_native)),
+        # Only where declared: images of targets without it keep their labels, so their IDs.
+        **({LABEL_UNLOADABLE: json.dumps(dict(target.unloadable), sort_keys=True)} if target.unloadable else {}),
+    }.items()))
+
+
+def target_flags(target: Target, lock: Lock) -> tuple[str, ...]:
+    """The default server flags, spelled for the locked SGLang (none without [serve]; derived ones come from evidence)."""
+    if target.serve is None:
+        return ()
+    sglang = lock.wheel("sglang")
+    if sglang is None:
+        raise InputError(f"target {target.name!r} has [serve] settings but its lock has no sglang")
+    if target.serve.derived:
+        raise ValueError("derived server flags come from the evidence, not the profile")
+    return tuple(server_flags(target.serve, sglang.version))
+
+
+def base_key(target: Target, lock: Lock) -> str:
+    """What the base depends on: the suite, mirror, epoch, packages asked for and the locked versions."""
+    blob = json.dumps({"suite": target.base.suite, "mirror": target.base.mirror, "epoch": target.base.source_date_epoch,
+                       "include": sorted(target.base.packages), "debian": lock.debian, "image": lock.base_image},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def base_ref(target: Target, lock: Lock) -> str:
+    """The base image's reference: a registry base by digest, a bootstrapped one by its key."""
+    if not target.base.bootstrapped:
+        return target.base.image or ""
+    return f"{BASE_REPO}:{base_key(target, lock)[:16]}"
+
+
+def make_plan(target: Target, lock: Lock, revision: str, *, reproducible: bool = True, repo: str | None = None,
+              derived: tuple[str, ...] | None = None, builder: str = "classic") -> Plan:
+    """The plan; for a target whose settings are derived, DERIVED are the flags the evidence gave (None: not yet)."""
+    awaiting = bool(target.serve and target.serve.derived and derived is None)
+    flags = (derived or ()) if target.serve and target.serve.derived else target_flags(target, lock)
+    sbom = sbom_json(target, lock)
+    helpers, helpers_data = helpers_wheel()
+    final_files = [ServedFile(SERVED_LOCK, lock.to_json().encode(), LOCK_IN_IMAGE),
+                   ServedFile(SERVED_SBOM, sbom.encode(), SBOM_IN_IMAGE)]
+    if flags:
+        final_files.append(ServedFile(SERVED_ENTRYPOINT, render_entrypoint(flags).encode(), ENTRYPOINT_IN_IMAGE, "0755"))
+    uv = next((w for w in lock.stage_wheels(TOOLS) if w.name == "uv"), None)
+    values = {
+        "sglbuild_version": __version__, "target_name": target.name, "reproducible": reproducible,
+        "epoch": target.base.source_date_epoch, "compile_bytecode": target.compile_bytecode, "venv": VENV,
+        "in_image_dir": IN_IMAGE_DIR, "uv": uv, "helpers": helpers, "env": list(target.env),
+        "final_files": final_files, "post_install": list(target.post_install),
+        "entrypoint": ENTRYPOINT_IN_IMAGE if flags else "", "buildkit": builder == "buildkit",
+        "buildkit_port": BUILDKIT_WHEELHOUSE_PORT,
+    }
+    base = f"{repo}:base" if repo else base_ref(target, lock)
+    stages: list[PlannedStage] = []
+    parent = base
+    for spec in stage_specs(target, lock)[:-1] if awaiting else stage_specs(target, lock):
+        spec = replace(spec, parent=parent)
+        text = render_dockerfile(values, [spec], header=False)
+        key = hashlib.sha256(text.encode()).hexdigest()
+        stages.append(PlannedStage(spec, text, key, f"{repo or STAGE_REPO}:{spec.name}-{key[:16]}"))
+        parent = stages[-1].tag
+    return Plan(target=target, lock=lock, base=base, stages=tuple(stages), labels=labels(target, lock, revision, flags),
+                serve_flags=flags, sbom=sbom, served=(*final_files, ServedFile(helpers.filename, helpers_data)),
+                values=values, revision=revision, builder=builder, reproducible=reproducible, repo=repo, awaiting_evidence=awaiting)
+
+
+def plans_text(plans: list[Plan], present: dict[str, bool] | None) -> str:
+    """``sglbuild plan``: per target, each stage, its key and what the next build does with it.
+
+    With several targets, a stage image two of them share is marked with the others' names.
+    """
+    users: dict[str, list[str]] = {}
+    for p in plans:
+        for tag in (p.base, *(s.tag for s in p.stages)):
+            users.setdefault(tag, []).append(p.target.name)
+
+    def row(name: str, tag: str, key: str, owner: str) -> str:
+        state = "?" if present is None else "reuse" if present.get(tag) else "build"
+        shared = [u for u in users[tag] if u != owner]
+        return f"  {name:<10} {key[:16]:<16}  {state:<5}  {tag}" + (f"  (shared with {', '.join(shared)})" if shared else "")
+
+    lines = []
+    for p in plans:
+        lines.append(f"{p.target.name}  lock sha256:{p.lock.digest[:16]}  -> {p.human_tag}  ({p.builder} builder)")
+        lines.append(row("base", p.base, p.base.rpartition(":")[2], p.target.name))
+        lines += [row(s.name, s.tag, s.key, p.target.name) for s in p.stages]
+        if p.awaiting_evidence:
+            lines.append(f"  {'final':<10} {'(pending)':<16}  build  flags derived from the evidence of {p.evidence_stage.name}")
+    if present is None:
+        lines.append("(no engine answers: '?' where it would say reuse or build)")
+    return "\n".join(lines) + "\n"

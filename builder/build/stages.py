@@ -1,0 +1,260 @@
+"""Step 5, build: the plan's base and stages, then the final image normalized (``sglbuild build``).
+
+A stage whose tag the engine already has is not built again (its key names every input);
+a missing one is built ``FROM`` its parent's tag, with the verified wheelhouse served on
+an internal network. Only a finished image gets a stage's tag. Nothing here moves a human
+tag: that is :mod:`builder.ship.tag`'s, after :mod:`builder.ship.gate` passed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
+
+from ..contracts import BUILDKIT_WHEELHOUSE_PORT, LABEL_MANAGED, LABEL_STAGE_KEY, TOOLS
+from ..errors import DiskFull
+from ..inputs.wheelhouse import verify_wheelhouse
+from ..state import record_stage, scratch, stage_image
+from ..ui import Reporter
+from .base import ensure_base
+from .cache import StageCache
+from .evidence import complete
+from .gc import build_lock
+from .helpers_wheel import HELPERS_DIR
+from .normalize import normalize
+from .plan import Plan, PlannedStage
+from .wheelserver import WheelServer
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+
+
+@dataclass
+class StageResult:
+    name: str
+    tag: str
+    image_id: str
+    status: str  # "reused" | "built" | "pulled" (from the registry cache)
+    seconds: float
+
+
+@dataclass
+class Built:
+    """An image built from a plan, tagged by nothing but its stages."""
+
+    target: str
+    lock_digest: str
+    base: str
+    base_built: bool
+    base_seconds: float
+    stages: list[StageResult] = field(default_factory=list)
+    image_id: str = ""
+    content_id: str = ""  # equal for images that differ only in provenance labels (see normalize)
+    layers: list[str] = field(default_factory=list)  # diff IDs, base first
+    size: int = 0
+    normalize_seconds: float = 0.0
+    seconds: float = 0.0
+
+
+def build_image(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Reporter, *, fresh: bool = False,
+                verbose: bool = False, cache: StageCache | None = None) -> tuple[Plan, Built]:
+    """base -> stages (-> evidence -> final) -> normalize. ``fresh``: ignore every existing base, stage and engine cache.
+    ``cache``: a registry to pull missing stages from, and to push the ones built here to.
+
+    Returns the plan as built (a derived target's, completed with the flags its evidence gave) and the image.
+    """
+    with build_lock(engine):  # 'sglbuild gc' waits for running builds: it never removes their work
+        return _build_image(engine, plan, wheelhouse, reporter, fresh=fresh, verbose=verbose, cache=cache)
+
+
+def _build_image(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Reporter, *, fresh: bool,
+                 verbose: bool, cache: StageCache | None) -> tuple[Plan, Built]:
+    started = time.monotonic()
+    verify_wheelhouse(plan.lock, wheelhouse, missing_ok=cache is not None)  # a changed wheel stops any build at once
+    t0 = time.monotonic()
+    base_built = ensure_base(engine, plan.target, plan.lock, plan.base, fresh=fresh, cache=cache)
+    built = Built(plan.target.name, f"sha256:{plan.lock.digest}", plan.base, base_built, time.monotonic() - t0)
+    reporter.step("base", "built" if base_built else "reused", f"{built.base_seconds:5.1f} s  {plan.base}")
+
+    built.stages = build_stages(engine, plan, wheelhouse, reporter, fresh=fresh, verbose=verbose, cache=cache)
+    if plan.awaiting_evidence:
+        plan = complete(engine, plan, built.stages[-1].image_id, reporter, fresh=fresh)
+        built.stages += build_stages(engine, plan, wheelhouse, reporter, fresh=fresh, verbose=verbose, only=[plan.final], cache=cache)
+
+    t0 = time.monotonic()
+    last = built.stages[-1].image_id
+    if plan.reproducible:
+        normalized = normalize(engine, plan, last, _layer_stages(engine, built))
+        built.image_id, built.content_id = normalized.image_id, normalized.content_id
+    else:
+        built.image_id = built.content_id = last
+    image = engine.images.get(built.image_id)
+    built.size, built.layers = image.size, list(image.layers)
+    built.normalize_seconds = time.monotonic() - t0
+    reporter.step("normalize", "done" if plan.reproducible else "skipped",
+                  f"{built.normalize_seconds:5.1f} s  {built.image_id[:19]} ({len(built.layers)} layers)")
+    built.seconds = time.monotonic() - started
+    return plan, built
+
+
+def build_stages(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Reporter, *, fresh: bool = False,
+                 verbose: bool = False, only: list[PlannedStage] | None = None, cache: StageCache | None = None) -> list[StageResult]:
+    """The plan's stages (or ONLY these), each reused by its tag, pulled from the CACHE, or built FROM its parent's."""
+    stages = only or list(plan.stages)
+    trusted = {} if fresh else {s.name: image for s in stages if (image := _trusted(engine, s, reporter)) is not None}
+    todo = [s for s in stages if s.name not in trusted]
+    pulled: dict[str, str] = {}
+    if cache is not None and not fresh:
+        for stage in list(todo):  # in order: a stage pulled needs no parent here, one built needs its parent's image
+            image_id = cache.fetch(stage.name, stage.key, stage.tag)
+            if image_id is None:
+                break
+            record_stage(stage.key, image_id)
+            pulled[stage.name] = image_id
+            todo.remove(stage)
+    if not todo:
+        results = [StageResult(s.name, s.tag, pulled[s.name], "pulled", 0.0) if s.name in pulled else _reused(s, trusted[s.name], reporter)
+                   for s in stages]
+        _offer(cache, stages, results)
+        return results
+    verify_wheelhouse(plan.lock, wheelhouse)  # only now: a build served whole by the cache needs no wheels
+    _check_disk(engine, plan, wheelhouse, todo)
+    build = _buildkit_builder if plan.builder == "buildkit" else _classic_builder
+    results = []
+    with build(engine, plan, wheelhouse, fresh, verbose, reporter) as build_one:
+        for stage in stages:
+            if stage.name in pulled:
+                results.append(StageResult(stage.name, stage.tag, pulled[stage.name], "pulled", 0.0))
+                continue
+            if stage not in todo:
+                results.append(_reused(stage, trusted[stage.name], reporter))
+                _offer(cache, [stage], results[-1:])
+                continue
+            t0 = time.monotonic()
+            reporter.step(stage.name, "building", stage.tag)
+            previous = engine.images.find(stage.tag)
+            image_id = build_one(stage)
+            # Only a finished image gets the stage's tag; the image it replaces (--no-cache) is not left dangling.
+            engine.images.tag(image_id, stage.tag, drop_replaced=True, previous=previous)
+            record_stage(stage.key, image_id)
+            seconds = time.monotonic() - t0
+            reporter.step(stage.name, "built", f"{seconds:5.1f} s  {stage.tag}")
+            results.append(StageResult(stage.name, stage.tag, image_id, "built", seconds))
+            if cache is not None:
+                cache.store(stage.name, stage.key, image_id)
+    return results
+
+
+@contextmanager
+def _classic_builder(engine: Engine, plan: Plan, wheelhouse: Path, fresh: bool, verbose: bool,
+                     reporter: Reporter) -> Iterator[Callable[[PlannedStage], str]]:
+    """The classic builder: each step reads the wheelhouse from this host over the build's internal network."""
+    network, gateway, subnet = engine.networks.build_network()
+    with WheelServer(wheelhouse, plan.lock.wheels, gateway, {f.url_path: f.data for f in plan.served}, allowed=subnet) as server:
+        yield lambda stage: engine.builds.classic(
+            stage.dockerfile, stage.name, network=network, nocache=fresh,
+            buildargs={"SGLBUILD_WHEELHOUSE": server.url, "PIP_TRUSTED_HOST": gateway},
+            labels={LABEL_MANAGED: "true", LABEL_STAGE_KEY: stage.key},
+            on_line=reporter.build_line if verbose else None,
+            on_failure=None if verbose else reporter.build_lines,  # the failed step's last lines, above the error
+        )
+
+
+@contextmanager
+def _buildkit_builder(engine: Engine, plan: Plan, wheelhouse: Path, fresh: bool, verbose: bool,
+                      reporter: Reporter) -> Iterator[Callable[[PlannedStage], str]]:
+    """BuildKit: each stage's wheels and the build's files are a build context, bind-mounted into its steps."""
+    with scratch("served", wheelhouse) as tmp:  # beside the wheels: hard links
+
+        def build_one(stage: PlannedStage) -> str:
+            served = served_dir(plan, stage, wheelhouse, Path(tmp, stage.name))
+            return engine.buildkit.build(
+                stage.dockerfile, stage.name, contexts={"sglbuild-served": served}, nocache=fresh, tag=stage.tag,
+                buildargs={"SGLBUILD_WHEELHOUSE": f"http://127.0.0.1:{BUILDKIT_WHEELHOUSE_PORT}/",
+                           # BuildKit dates the config and history with it (the Dockerfile's default is not read for that)
+                           **({"SOURCE_DATE_EPOCH": str(plan.target.base.source_date_epoch)} if plan.reproducible else {})},
+                labels={LABEL_MANAGED: "true", LABEL_STAGE_KEY: stage.key},
+                on_line=reporter.build_line if verbose else None,
+                on_failure=None if verbose else reporter.build_lines,
+            )
+
+        yield build_one
+
+
+def served_dir(plan: Plan, stage: PlannedStage, wheelhouse: Path, where: Path) -> Path:
+    """What STAGE's steps may read, and nothing else: its wheels and the build's tools (hard links), the build's files."""
+    where.mkdir(parents=True)
+    tools = [w for w in plan.lock.wheels if w.stage == TOOLS]
+    for w in (*stage.spec.wheels, *tools):
+        try:
+            os.link(wheelhouse / w.filename, where / w.filename)
+        except OSError:  # another filesystem: copy
+            shutil.copyfile(wheelhouse / w.filename, where / w.filename)
+    for f in plan.served:
+        (where / f.url_path).parent.mkdir(parents=True, exist_ok=True)
+        (where / f.url_path).write_bytes(f.data)
+    helper = where / "sglbuild_helpers"  # what serves the rest to the step, on its own loopback
+    helper.mkdir()
+    for source in sorted(HELPERS_DIR.glob("*.py")):
+        shutil.copyfile(source, helper / source.name)
+    return where
+
+
+def _offer(cache: StageCache | None, stages: list[PlannedStage], results: list[StageResult]) -> None:
+    """Stages reused from this engine go to the cache too, where it lacks them."""
+    if cache is None:
+        return
+    for stage, result in zip(stages, results):
+        if result.status == "reused":
+            cache.offer(stage.name, stage.key, result.image_id)
+
+
+def _trusted(engine: Engine, stage: PlannedStage, reporter: Reporter) -> str | None:
+    """The ID of the image STAGE's tag names, if it is the image built for its key here (else None). An image
+    ID is the hash of its config, which names every layer by the hash of its contents: a file changed in a
+    stage image (a commit re-tagged, say) is another ID, caught here at no cost. Stages with no record
+    (built before it existed) are taken as they are and recorded."""
+    image = engine.images.find(stage.tag)
+    if image is None:
+        return None
+    known = stage_image(stage.key)
+    if known is None:
+        record_stage(stage.key, image.id)
+        return image.id
+    if image.id != known:
+        reporter.step(stage.name, "changed", f"{stage.tag} is {image.id[:19]}, not the {known[:19]} built for its key; building it again")
+        return None
+    return image.id
+
+
+def _reused(stage: PlannedStage, image_id: str, reporter: Reporter) -> StageResult:
+    reporter.step(stage.name, "reused", f"  0.0 s  {stage.tag}")
+    return StageResult(stage.name, stage.tag, image_id, "reused", 0.0)
+
+
+def _layer_stages(engine: Engine, built: Built) -> list[str]:
+    """Which stage made each layer of the final image (from each stage image's layer count)."""
+    names: list[str] = []
+    for name, ref in [("base", built.base), *((s.name, s.image_id) for s in built.stages)]:
+        count = len(engine.images.get(ref).layers)
+        names += [name] * (count - len(names))
+    return names
+
+
+def _check_disk(engine: Engine, plan: Plan, wheelhouse: Path, todo: list[PlannedStage]) -> None:
+    """Refuse to start a build that cannot fit: installed wheels take about 2.5x their size."""
+    stages = {s.name for s in todo}
+    need = sum((wheelhouse / w.filename).stat().st_size for w in plan.lock.wheels if w.stage in stages)
+    need = int(need * 2.5) + (512 << 20)
+    try:
+        free = shutil.disk_usage(engine.root_dir).free
+    except OSError:
+        return  # a remote engine: its disk is not ours to measure
+    if free < need:
+        raise DiskFull(f"{free / 2**30:.1f} GiB free under {engine.root_dir}, the build needs about {need / 2**30:.1f} GiB",
+                       "free space (sglbuild gc removes what sglbuild left) and build again")

@@ -1,0 +1,140 @@
+"""What sglbuild keeps on this machine, and the one way it writes files.
+
+- The state directory (``$SGLBUILD_STATE``, default ``~/.local/state/sglbuild``) holds JSON
+  records: which images passed verify here (what ``push`` and ``promote`` trust), the image
+  built for each stage key, what was pushed, the flags derived from a stage's evidence, and
+  the static probe's answers by image ID.
+- :func:`atomic_write` is every write of a file that must never be seen half-written (locks,
+  records, caches): a temporary file named with the process ID beside it, then a rename, so
+  two processes never share a temporary file and a killed one leaves the old file or the new.
+- :func:`scratch` makes sglbuild's temporary directories, named by ``contracts.SCRATCH_PREFIXES``,
+  which is also how ``sglbuild gc`` finds what a killed run left.
+
+An image pulled by digest has the same ID as the one pushed, so a record made before the push
+still names it. Each verify record also keeps the image's content ID (its config without
+provenance labels) and the gate's key, so a rebuild that changed only the revision label is not
+smoke-tested and verified again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .contracts import SCRATCH_PREFIXES
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("SGLBUILD_STATE", Path.home() / ".local" / "state" / "sglbuild"))
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write PATH whole or not at all (a temporary file named with this process's ID, then a rename).
+
+    A failed write (a full disk) removes its temporary file and raises.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def scratch(kind: str, where: Path | None = None) -> tempfile.TemporaryDirectory:
+    """A temporary directory of KIND (a key of contracts.SCRATCH_PREFIXES), in WHERE or the temporary directory."""
+    return tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIXES[kind], dir=where)
+
+
+def scratch_leftovers(wheelhouse: Path) -> list[Path]:
+    """Scratch directories a killed run may have left: beside the wheelhouse and in the temporary directory."""
+    from .contracts import BESIDE_WHEELHOUSE
+
+    tmp = Path(tempfile.gettempdir())
+    found: list[Path] = []
+    for kind, prefix in SCRATCH_PREFIXES.items():
+        found += (wheelhouse if kind in BESIDE_WHEELHOUSE else tmp).glob(prefix + "*")
+    return sorted(found)
+
+
+def _load(name: str) -> dict[str, Any]:
+    try:
+        return json.loads((state_dir() / name).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _save(name: str, data: dict[str, Any]) -> None:
+    atomic_write(state_dir() / name, json.dumps(data, indent=2, sort_keys=True))
+
+
+def _update(name: str, key: str, value: Any) -> None:
+    records = _load(name)
+    records[key] = value
+    _save(name, records)
+
+
+# -- which images passed verify here ---------------------------------------------------------------
+
+def record_verified(image_id: str, *, gpu_checked: bool, content_id: str | None = None, gate_key: str | None = None) -> None:
+    old = _load("verified.json").get(image_id, {})
+    _update("verified.json", image_id, {"time": int(time.time()), "gpu": gpu_checked or old.get("gpu", False),
+                                        "content": content_id or old.get("content"), "gate": gate_key or old.get("gate")})
+
+
+def verified(image_id: str) -> dict[str, Any] | None:
+    return _load("verified.json").get(image_id)
+
+
+def passed_gate(content_id: str, gate_key: str) -> str | None:
+    """The ID of an image with this content that passed this gate here, if there is one."""
+    for image_id, record in _load("verified.json").items():
+        if record.get("content") == content_id and record.get("gate") == gate_key:
+            return image_id
+    return None
+
+
+# -- the image built for each stage key -----------------------------------------------------------
+
+def record_stage(key: str, image_id: str) -> None:
+    """The image built (or pulled and checked) for stage key KEY: a later build reuses only that image."""
+    _update("stages.json", key, image_id)
+
+
+def stage_image(key: str) -> str | None:
+    return _load("stages.json").get(key)
+
+
+# -- pushes ------------------------------------------------------------------------------------------
+
+def record_push(image_id: str, ref: str, tag: str) -> None:
+    pushes = _load("pushes.json")
+    pushes.setdefault(image_id, []).append({"ref": ref, "tag": tag, "time": int(time.time())})
+    _save("pushes.json", pushes)
+
+
+# -- answers that depend only on an image's content: derived flags, the static probe's reply ---------
+
+def _entry(name: str, key: str) -> Path:
+    import hashlib
+
+    return state_dir() / name / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
+
+
+def remembered(name: str, key: str) -> Any:
+    """What was kept under KEY in the cache NAME ("evidence", "probe"), or None. One file per entry."""
+    try:
+        entry = json.loads(_entry(name, key).read_text())
+    except (OSError, ValueError):
+        return None
+    return entry.get("value") if entry.get("key") == key else None
+
+
+def remember(name: str, key: str, value: Any) -> None:
+    atomic_write(_entry(name, key), json.dumps({"key": key, "value": value}))
