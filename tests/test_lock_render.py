@@ -9,7 +9,7 @@ import pytest
 from builder.errors import InputError, LockError
 from builder.inputs.flags import server_flags
 from builder.inputs.lock import lock_changes, write_lock
-from builder.inputs.lockfile import Lock, Platform, Wheel, check_lock, parse_lock, read_lock
+from builder.inputs.lockfile import check_lock, parse_lock, read_lock
 from builder.build.plan import make_plan
 from builder.inputs.profile import Serve, load_profile
 from builder.build.render import render_dockerfile
