@@ -71,7 +71,7 @@ BASE_REPO = "sglbuild/base"
 STAGE_REPO = "sglbuild/stage"
 
 # -- the probe's replies ------------------------------------------------------------------------
-PROBE_VERSION = 4  # bumped when a reply's shape changes
+PROBE_VERSION = 5  # bumped when a reply's shape changes
 
 
 @dataclass
@@ -143,6 +143,7 @@ class StaticReply:
     ldd_missing: Optional[Dict[str, List[str]]]  # library -> sonames ldd cannot find (None: no ldd)
     runtime: Runtime
     lock: Optional[str]  # the text of LOCK_IN_IMAGE, if the image has one
+    driver: Optional[Dict[str, Any]] = None  # where the loader would find the driver's libraries (builder.probe.loader)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -166,6 +167,7 @@ class StaticReply:
             ldd_missing=d["ldd_missing"],
             runtime=Runtime(**d["runtime"]),
             lock=d["lock"],
+            driver=d.get("driver"),
         )
 
 

@@ -200,3 +200,53 @@ def test_archs_command_table_and_json(built, tmp_path):
     assert json.loads(r.stdout)[0]["ptx"] == ["compute_120"]
     r = run_cli("archs", str(tmp_path / "missing.so"), cwd=tmp_path)
     assert r.returncode == 2 and "no such file" in r.stderr  # a missing file is bad input, not a hash mismatch
+
+
+def test_an_archive_whose_member_names_say_ptx_but_hold_none(built, cuobjdump, tmp_path):
+    """The layout of CUDA's libnvrtc-builtins_static.a: members named nvrtc-builtins.compute_75.o ... compute_121.o
+    that hold no fatbin at all (their .rodata is nvrtc's own data), beside members with device code. cuobjdump
+    lists the member names and no PTX for them (on the real archives, 13.0 says 'does not contain device code');
+    the reader agrees, and still reads the member that has code."""
+    members = []
+    for arch in ("75", "90", "120", "121"):
+        obj = tmp_path / f"nvrtc-builtins.compute_{arch}.o"
+        subprocess.run(["gcc", "-c", "-x", "c", "-o", str(obj), "-"], input=f"const char data_{arch}[] = \".version 9.0 .target sm_{arch}\";\n".encode(),
+                       check=True)
+        members.append(str(obj))
+    plain = tmp_path / "libplain_static.a"
+    subprocess.run(["ar", "rcs", str(plain), *members], check=True)
+    code = scan_file(plain)
+    assert Listing.of(code) == cuobjdump_listing(cuobjdump, plain) == Listing((), (), 0)
+    mixed = tmp_path / "libmixed_static.a"
+    subprocess.run(["ar", "rcs", str(mixed), *members, str(built["object"])], check=True)
+    assert Listing.of(scan_file(mixed)) == cuobjdump_listing(cuobjdump, mixed) == Listing(("sm_80", "sm_90"), ("sm_90",), 3)
+
+
+def cuda_install_files() -> list[Path]:
+    """Every file of this machine's CUDA toolkit that may hold GPU code (lib64, targets/*/lib); $SGLBUILD_CUDA_ROOTS adds trees."""
+    import os
+
+    roots = [Path(p) for p in os.environ.get("SGLBUILD_CUDA_ROOTS", "").split(":") if p]
+    roots += [Path("/usr/local/cuda/lib64"), *Path("/usr/local/cuda").glob("targets/*/lib")]
+    seen, files = set(), []
+    for root in roots:
+        for path in sorted(root.rglob("*")) if root.is_dir() else []:
+            real = path.resolve()
+            if path.is_file() and not path.is_symlink() and real not in seen and path.stat().st_size > 64:
+                with open(path, "rb") as f:
+                    if f.read(4) in (b"\x7fELF", b"!<ar", b"\x50\xed\x55\xba"):
+                        seen.add(real)
+                        files.append(path)
+    return files
+
+
+def test_every_gpu_file_of_the_cuda_install_gets_cuobjdumps_answer(cuobjdump):
+    """The toolkit itself (CUDA 13.0 here: libcudadevrt.a, libcudart_static.a, the shared libraries; on the GPU
+    machine also the nvrtc builtins archives): file by file, the reader's listing is cuobjdump's."""
+    files = cuda_install_files()
+    if not files:
+        pytest.skip("no CUDA toolkit under /usr/local/cuda")
+    differ = [f"{p}: ours {Listing.of(scan_file(p))}, cuobjdump {cuobjdump_listing(cuobjdump, p)}" for p in files
+              if Listing.of(scan_file(p)) != cuobjdump_listing(cuobjdump, p)]
+    assert not differ, f"{len(differ)} of {len(files)} files differ: " + "; ".join(differ[:4])
+    print(f"{len(files)} files of the CUDA install agree with {cuobjdump}")

@@ -54,8 +54,8 @@ def test_good_image_passes_static_checks_and_skips_gpu(good):
     code, report, err = verify(GOOD, good["project"])
     assert code == 0, err
     assert {c["id"]: c["status"] for c in report["checks"]} == {
-        "pins": "pass", "gpu-code": "pass", "shared-libs": "pass", "serve-flags": "pass", "environment": "pass",
-        "gpu-device": "skip", "gpu-compute": "skip", "gpu-serve": "skip"}
+        "pins": "pass", "gpu-code": "pass", "shared-libs": "pass", "driver-libs": "pass", "serve-flags": "pass",
+        "environment": "pass", "gpu-device": "skip", "gpu-compute": "skip", "gpu-serve": "skip"}
     assert "1 libraries with GPU code: 1 native" in check(report, "gpu-code")["detail"]
     assert check(report, "serve-flags")["detail"].endswith(" ".join(COMPAT_FLAGS))
     assert report["arch_source"] == "from the image's io.sglbuild.gpu-arch label" and report["facts"]["sglang"] == "0.5.9"
@@ -65,7 +65,7 @@ def test_good_image_passes_static_checks_and_skips_gpu(good):
 
 def test_text_and_junit_reports(good, tmp_path):
     r = run_cli("verify", GOOD, cwd=good["project"])
-    assert r.returncode == 0 and "PASS  pins" in r.stdout and "PASSED: 5 passed, 0 failed, 3 skipped" in r.stdout
+    assert r.returncode == 0 and "PASS  pins" in r.stdout and "PASSED: 6 passed, 0 failed, 3 skipped" in r.stdout
     out = tmp_path / "verify.xml"
     r = run_cli("verify", GOOD, "--format", "junit", "--output", str(out), cwd=good["project"])
     suite = ET.parse(out).getroot()
@@ -163,3 +163,91 @@ def test_serve_dry_run_prints_every_flag_the_server_gets(good):
     img = derive(client, "serve-bad", f"FROM {GOOD}\nLABEL io.sglbuild.serve-flags='{bad}'\n")
     r = run_cli("serve", img, "--preset", "tinyllama", "--dry-run", cwd=project)
     assert r.returncode == 1 and "rejects the server flags" in r.stderr and "--disable-flashinfer" in r.stderr
+
+
+# -- what an image must not carry: its own copy of the driver where the loader looks first -------------
+
+@pytest.fixture(scope="module")
+def stub(tmp_path_factory) -> bytes:
+    """A link-time stub like CUDA's lib64/stubs/libcuda.so: SONAME libcuda.so.1, functions that return an error."""
+    import subprocess
+
+    d = tmp_path_factory.mktemp("stub")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", str(d / "libcuda.so"), "-x", "c", "-"],
+                   input=b"int cuInit(unsigned f){return 34;} int cuDriverGetVersion(int* v){*v=0; return 34;}\n", check=True)
+    return (d / "libcuda.so").read_bytes()
+
+
+def loader_says(client, image: str) -> str:
+    """The image's own loader: where ldd resolves the kernel library's libcuda.so.1 now (after the image's ldconfig)."""
+    out = client.containers.run(image, ["sh", "-c", f"ldconfig; ldd {SITE}/sgltest_kernel/common_ops.so | grep libcuda"],
+                                remove=True, network_disabled=True, entrypoint=[])
+    return out.decode().strip()
+
+
+SITE = "/opt/venv/lib/python3.11/site-packages"
+
+
+def test_a_clean_image_takes_the_drivers_libraries_from_the_runtime(good):
+    code, report, _ = verify(GOOD, good["project"])
+    c = check(report, "driver-libs")
+    assert c["status"] == "pass" and "come from the NVIDIA container runtime (mounted in /usr/lib/x86_64-linux-gnu)" in c["detail"]
+
+
+def test_a_stub_on_ld_library_path_shadows_the_driver(good, stub):
+    img = derive(good["client"], "stub-env", f"FROM {GOOD}\nCOPY libcuda.so /opt/stub/libcuda.so.1\nENV LD_LIBRARY_PATH=/opt/stub\n",
+                 {"libcuda.so": stub})
+    assert "=> /opt/stub/libcuda.so.1" in loader_says(good["client"], img)  # the loader agrees
+    code, report, _ = verify(img, good["project"])
+    c = check(report, "driver-libs")
+    assert code == 1 and c["status"] == "fail"
+    assert c["detail"].startswith("/opt/stub/libcuda.so.1 would be loaded as libcuda.so.1 instead of the host driver's: "
+                                  "LD_LIBRARY_PATH=/opt/stub (the image's ENV) puts it before")
+    assert "ldd resolves libcuda.so.1 to /opt/stub/libcuda.so.1" in c["detail"]
+
+
+def test_a_stub_under_ld_so_conf_d_shadows_the_driver(good, stub):
+    """CUDA's stub copied under its own name: ldconfig registers it under its SONAME, libcuda.so.1, and the
+    conf file sorts before the runtime's directory's."""
+    img = derive(good["client"], "stub-conf", f"FROM {GOOD}\nCOPY libcuda.so /opt/cuda-stubs/libcuda.so\n"
+                 "RUN echo /opt/cuda-stubs > /etc/ld.so.conf.d/000-cuda-stubs.conf && ldconfig\n", {"libcuda.so": stub})
+    assert "=> /opt/cuda-stubs/libcuda.so.1" in loader_says(good["client"], img)
+    code, report, _ = verify(img, good["project"])
+    c = check(report, "driver-libs")
+    assert code == 1 and c["status"] == "fail" and c["detail"].startswith("/opt/cuda-stubs/libcuda.so would be loaded as libcuda.so.1")
+    assert "listed by /etc/ld.so.conf.d/000-cuda-stubs.conf, which ldconfig reads before the runtime's" in c["detail"]
+
+
+def test_a_gpu_librarys_runpath_to_a_stub_shadows_the_driver(good, stub, tmp_path):
+    import subprocess
+
+    (tmp_path / "libcuda.so.1").write_bytes(stub)
+    lib = nvcc_so(tmp_path, "rpath_ops", ["-gencode", "arch=compute_120a,code=sm_120a"],
+                  ["-Xlinker", "--no-as-needed", "-Xlinker", "-rpath=/opt/vendored", "-L", str(tmp_path), "-l:libcuda.so.1"])
+    assert b"/opt/vendored" in lib
+    img = derive(good["client"], "stub-rpath", f"FROM {GOOD}\nCOPY libcuda.so /opt/vendored/libcuda.so.1\n"
+                 f"COPY rpath_ops.so {SITE}/sgltest_kernel/rpath_ops.so\n", {"libcuda.so": stub, "rpath_ops.so": lib})
+    out = good["client"].containers.run(img, ["ldd", f"{SITE}/sgltest_kernel/rpath_ops.so"], remove=True, entrypoint=[])
+    assert "libcuda.so.1 => /opt/vendored/libcuda.so.1" in out.decode()
+    code, report, _ = verify(img, good["project"])
+    c = check(report, "driver-libs")
+    assert code == 1 and c["status"] == "fail"
+    assert f"the DT_RUNPATH of {SITE}/sgltest_kernel/rpath_ops.so (/opt/vendored)" in c["detail"]
+    assert subprocess.run(["true"]).returncode == 0
+
+
+def test_cuda_compat_is_said_and_refused_on_rtx_cards(good, stub):
+    img = derive(good["client"], "stub-compat", f"FROM {GOOD}\nCOPY libcuda.so /usr/local/cuda-12.8/compat/libcuda.so.1\n"
+                 "ENV LD_LIBRARY_PATH=/usr/local/cuda-12.8/compat\n", {"libcuda.so": stub})
+    code, report, _ = verify(img, good["project"], "--arch", "sm_120,sm_100")
+    by_arch = {c["arch"]: c for c in report["checks"] if c["id"] == "driver-libs"}
+    assert code == 1 and by_arch["sm_120"]["status"] == "fail" and "do not support forward compatibility" in by_arch["sm_120"]["detail"]
+    assert by_arch["sm_100"]["status"] == "warn" and "legitimate on data-center GPUs (sm_100) only" in by_arch["sm_100"]["detail"]
+
+
+def test_a_stub_off_every_search_path_is_carried_harmlessly(good, stub):
+    """FlashInfer's JIT links with CUDA's stub (lib64/stubs): kept where the loader never looks, it is only reported."""
+    img = derive(good["client"], "stub-harmless", f"FROM {GOOD}\nCOPY libcuda.so /opt/cuda/lib64/stubs/libcuda.so\n", {"libcuda.so": stub})
+    code, report, _ = verify(img, good["project"])
+    c = check(report, "driver-libs")
+    assert code == 0 and c["status"] == "pass" and "also carries /opt/cuda/lib64/stubs/libcuda.so" in c["detail"]

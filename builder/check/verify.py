@@ -30,6 +30,7 @@ from ..inputs.flags import server_flags
 from ..inputs.lockfile import Lock, parse_lock, read_lock
 from ..state import record_verified
 from .command import ServerCommand, server_command
+from .driver import driver_check
 from .features import Feature, derive, features
 from .gpucode import ImageGpuCode, coverage, relative, required_globs
 from .host import gpus
@@ -116,6 +117,7 @@ def verify(engine: Engine, image_ref: str, *, archs: list[str] | None = None, gp
     required = required_globs(image.labels, data)
     report.checks += [coverage(code, required, arch) for arch in archs]
     _check_shared_libs(report, data, json.loads(image.labels.get(LABEL_UNLOADABLE, "{}") or "{}"))
+    report.checks += [driver_check(data, arch) for arch in archs]
     _check_flags(report, data, command, tables)
     _check_environment(report, data)
     _gpu_checks(report, engine, image.id, gpu, model, archs)

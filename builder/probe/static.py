@@ -22,6 +22,7 @@ from typing import List, Optional
 
 from ..contracts import LOCK_IN_IMAGE, PROBE_VERSION, GpuCode, Outcome, Runtime, StaticReply
 from .fatbin import scan_tree
+from .loader import driver_libraries
 
 # What each import reports; run as `python -c` in a child so a crash is an answer, not the end.
 _IMPORTS = {
@@ -116,6 +117,7 @@ def static(flags: Optional[List[str]], target: Optional[str] = None) -> StaticRe
     jit_outcome = jit.result() if jit is not None else None
     ldconfig = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout if shutil.which("ldconfig") else ""
     lock = Path(LOCK_IN_IMAGE).read_text() if os.path.exists(LOCK_IN_IMAGE) else None
+    driver = driver_libraries([c.path for c in libs if c.kind == "library"])
     pip_out = (pipc.stdout + pipc.stderr).strip()[-2000:]
     return StaticReply(
         probe_version=PROBE_VERSION,
@@ -138,4 +140,5 @@ def static(flags: Optional[List[str]], target: Optional[str] = None) -> StaticRe
             ldd=shutil.which("ldd"),
         ),
         lock=lock,
+        driver=driver,
     )
