@@ -27,7 +27,7 @@ test: $(BIN)/sglbuild host
 
 ## test-engine: the integration tests again, against a second engine (Docker 26.1.5 with buildx and containerd's
 ## image store, from Debian 13's packages, in a chroot in its own network namespace: ci/engine.sh)
-ENGINE_TESTS := tests/test_build.py tests/test_repro.py tests/test_quoting.py tests/test_cache.py tests/test_verify.py tests/test_pipeline.py tests/test_engine_errors.py
+ENGINE_TESTS := tests/test_build.py tests/test_repro.py tests/test_quoting.py tests/test_cache.py tests/test_verify.py tests/test_pipeline.py tests/test_engine_errors.py tests/test_platforms.py
 test-engine: $(BIN)/sglbuild host
 	ci/engine.sh up containerd
 	env $$(ci/engine.sh env) SGLBUILD_TEST_REGISTRY_HOST=10.200.26.1 $(BIN)/pytest -q -m engine $(ENGINE_TESTS)

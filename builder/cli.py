@@ -116,14 +116,14 @@ class Context:
         except SglbuildError:
             return set()
 
-    def plan(self, name: str | None, **kw: Any) -> Any:
-        """The target's plan; a derived target's completed from this machine's earlier evidence, if there is some."""
+    def plan(self, name: str | None, platform: str | None = None, **kw: Any) -> Any:
+        """The target's plan for PLATFORM (its first); a derived target's completed from this machine's earlier evidence."""
         from .build.evidence import cached
         from .build.plan import make_plan
         from .inputs.lockfile import check_lock
 
         t = self.target(name)
-        plan = make_plan(t, check_lock(self.profile, t), self.profile.revision, **{"builder": self.builder, **kw})
+        plan = make_plan(t, check_lock(self.profile, t, platform), self.profile.revision, **{"builder": self.builder, **kw})
         known = cached(plan) if plan.awaiting_evidence else None
         return plan.with_derived(known) if known is not None else plan
 
@@ -187,7 +187,7 @@ def lock(ctx: Context, target: str | None, check: bool, update: bool) -> None:
     t = ctx.target(target)
     if check:
         lk = check_lock_files(ctx.profile, t)
-        click.echo(f"{lock_path(ctx.profile, t)}: up to date ({len(lk.wheels)} wheels, {len(lk.debian)} Debian packages)")
+        click.echo(f"{lock_path(ctx.profile, t)}: up to date ({lk.summary()})")
         return
     done = lock_target(ctx.profile, t, ctx.wheelhouse, update=update, on_resolve=lambda: click.echo(
         f"resolving {t.name} for the image's platform (linux x86_64, its CPython, manylinux) ...", err=True))
@@ -196,11 +196,12 @@ def lock(ctx: Context, target: str | None, check: bool, update: bool) -> None:
         return
     for line in done.changes:
         click.echo(f"  {line}")
-    for line in done.lock.passed_over:  # newer releases the profile admits that did not resolve, and why
-        click.echo(f"  {line}")
-    new = done.lock
-    click.echo(f"{done.path}: {'written' if done.changes else 'no pin moved'}: {len(new.wheels)} wheels, {len(new.debian)} Debian packages, "
-               f"Python {new.platform.python}, glibc {new.platform.glibc}, sha256:{new.digest[:16]}")
+    for platform, closure in done.lock.locks.items():  # newer releases the profile admits that did not resolve, and why
+        for line in closure.passed_over:
+            click.echo(f"  {platform + ': ' if done.lock.multi else ''}{line}")
+    new, first = done.lock, done.lock.lock()
+    click.echo(f"{done.path}: {'written' if done.changes else 'no pin moved'}: {new.summary()}, "
+               f"Python {first.platform.python}, glibc {first.platform.glibc}, sha256:{new.digest[:16]}")
 
 
 @cli.command()
@@ -211,10 +212,10 @@ def lock(ctx: Context, target: str | None, check: bool, update: bool) -> None:
 @handled
 def fetch(ctx: Context, target: str | None, jobs: int, quiet: bool) -> None:
     """Fill the wheelhouse from TARGET's lock (parallel, resumable, sha256-verified)."""
-    from .inputs.lockfile import check_lock
+    from .inputs.lockfile import check_locks
     from .inputs.wheelhouse import fetch as run_fetch
 
-    lk = check_lock(ctx.profile, ctx.target(target))
+    lk = check_locks(ctx.profile, ctx.target(target))  # every platform's wheels
     result = run_fetch(lk, ctx.wheelhouse, Reporter(quiet=quiet), jobs=jobs)
     click.echo(f"{ctx.wheelhouse}: {len(result.present) + len(result.downloaded)} of {len(lk.wheels)} wheels verified "
                f"({len(result.downloaded)} downloaded, {result.bytes / 1e6:.0f} MB)")
@@ -278,32 +279,40 @@ def plan_command(ctx: Context, targets: tuple[str, ...], all_targets: bool, json
 @click.option("--check-reproducible", is_flag=True, help="Build twice from scratch and compare, layer by layer; tag nothing.")
 @click.option("--cache", "cache_repo", default=None, metavar="REPO", callback=lambda c, p, v: _repo(v),
               help="A registry repository as the stage cache: pull the stages it has, push the ones built here.")
+@click.option("--platform", "platforms", multiple=True, metavar="OS/ARCH",
+              help="Only this of the target's platforms (repeatable) [default: every one, the engine's own first].")
 @pass_ctx
 @handled
 def build(ctx: Context, target: str | None, quiet: bool, json_mode: bool, verbose: bool, no_cache: bool,
-          check_reproducible: bool, cache_repo: str | None) -> None:
-    """Build TARGET's stages (reusing unchanged ones), verify the image, then tag it."""
+          check_reproducible: bool, cache_repo: str | None, platforms: tuple[str, ...]) -> None:
+    """Build TARGET's stages (reusing unchanged ones), verify the image, then tag it: for each of its platforms."""
     from .build.cache import StageCache
     from .build.repro import check_reproducible as run_repro_check
     from .build.repro import repro_text
-    from .build.stages import build_image
+    from .build.stages import build_image, build_order
     from .ship.tag import release
 
-    plan = ctx.plan(target)
+    t = ctx.target(target)
     engine = ctx.engine
     reporter = Reporter(quiet=quiet, json_mode=json_mode)
-    if check_reproducible:
-        report = run_repro_check(engine, lambda repo: ctx.plan(target, repo=repo), ctx.wheelhouse, reporter)
-        click.echo(json.dumps(report, indent=2) if json_mode else repro_text(report), nl=False)
-        if not report["identical"]:
-            raise NotReproducible(f"{plan.target.name} is not reproducible: two builds from scratch differ", "see the files listed above")
-        return
-    reporter.info(f"building {plan.target.name} (lock sha256:{plan.lock.digest[:16]}, {plan.builder} builder)")
-    cache = StageCache(engine, cache_repo, reporter) if cache_repo else None
-    plan, built = build_image(engine, plan, ctx.wheelhouse, reporter, fresh=no_cache, verbose=verbose, cache=cache)
-    released = release(engine, plan, built, reporter, ctx.profile.root / "out")
-    reporter.emit({**asdict(built), **asdict(released)})
-    reporter.info(f"{released.tag}  {built.image_id[:19]}  {built.size / 1e9:.2f} GB  {built.seconds:.1f} s")
+    outputs = []
+    for platform in build_order(engine, t, platforms):
+        plan = ctx.plan(target, platform)
+        if check_reproducible:
+            report = run_repro_check(engine, lambda repo, p=platform: ctx.plan(target, p, repo=repo), ctx.wheelhouse, reporter)
+            click.echo(json.dumps(report, indent=2) if json_mode else repro_text(report), nl=False)
+            if not report["identical"]:
+                raise NotReproducible(f"{t.name} ({platform}) is not reproducible: two builds from scratch differ", "see the files listed above")
+            continue
+        where = f", {platform}" if t.declares_platforms else ""
+        reporter.info(f"building {t.name} (lock sha256:{plan.lock.digest[:16]}, {plan.builder} builder{where})")
+        cache = StageCache(engine, cache_repo, reporter) if cache_repo else None
+        plan, built = build_image(engine, plan, ctx.wheelhouse, reporter, fresh=no_cache, verbose=verbose, cache=cache)
+        released = release(engine, plan, built, reporter, ctx.profile.root / "out")
+        outputs.append({**asdict(built), **asdict(released), "platform": platform})
+        reporter.info(f"{released.tag}  {built.image_id[:19]}  {built.size / 1e9:.2f} GB  {built.seconds:.1f} s")
+    if outputs:
+        reporter.emit(outputs[0] if len(outputs) == 1 else {"platforms": outputs})
 
 
 @cli.command()
@@ -335,13 +344,15 @@ def archs(paths: tuple[str, ...], target_arch: str | None, json_mode: bool) -> N
               help="GPU checks: when a GPU is there, always (fail without one), or never.")
 @click.option("--model", default=None, help="Model path or Hugging Face ID for the serving check (needs a GPU).")
 @click.option("--fresh", is_flag=True, help="Probe the image again instead of reading this machine's earlier answer for it.")
+@click.option("--platform", default=None, metavar="OS/ARCH",
+              help="For REPO@sha256:... of an index: the platform's image to pull (only it) and verify [default: this engine's].")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "junit", "markdown"]), default="text", show_default=True,
               help="markdown: the feature table only, for documentation.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="Write the report here too.")
 @pass_ctx
 @handled
 def verify(ctx: Context, image: str, run_args: tuple[str, ...], target_arch: str | None, lock_file: str | None, gpu: str,
-           model: str | None, fresh: bool, fmt: str, output: str | None) -> None:
+           model: str | None, fresh: bool, platform: str | None, fmt: str, output: str | None) -> None:
     """Check that IMAGE can serve on its GPU architectures (static checks; GPU checks when a GPU is there).
 
     Any image: one sglbuild built (its labels and lock) or one made by hand (its ENTRYPOINT/CMD).
@@ -353,10 +364,12 @@ def verify(ctx: Context, image: str, run_args: tuple[str, ...], target_arch: str
 
     archs = parse_archs(target_arch) if target_arch else None
     engine = ctx.engine
-    repo_lock = repository_lock(ctx.profile_or_none, engine.images.get(image).labels)
+    found = engine.image_for(image, platform)  # a digest not here: pulled (one platform of an index)
+    repo_lock = repository_lock(ctx.profile_or_none, found.labels, found.platform)
     given = read_lock_file(Path(lock_file)) if lock_file else None
-    report = run_verify(engine, image, archs=archs, gpu=gpu, model=model, repo_lock=repo_lock, lock=given, fresh=fresh,
+    report = run_verify(engine, found.id, archs=archs, gpu=gpu, model=model, repo_lock=repo_lock, lock=given, fresh=fresh,
                         run_args=list(run_args[1:] if run_args[:1] == ("--",) else run_args) if run_args else None)
+    report.subject = f"{image} ({found.platform})" if platform else image
     text = report.render(fmt)
     click.echo(text, nl=False)
     if output:
@@ -394,8 +407,14 @@ def diff(ctx: Context, image_a: str, image_b: str, semantic: bool, json_mode: bo
 def inspect(ctx: Context, image: str, write_lock: str | None, write_sbom: str | None) -> None:
     """Say how IMAGE was built; write its lock (to rebuild it) or SBOM back out."""
     from .errors import InputError
-    from .check.inspect import inspect_image
+    from .check.inspect import inspect_image, inspect_remote
 
+    if ctx.engine.images.find(image) is None and "/" in image and any(c in image.split("/")[0] for c in ".:"):
+        remote = inspect_remote(ctx.engine, image)  # in its registry: no layer is pulled
+        click.echo(remote.text(), nl=False)
+        if write_lock or write_sbom:
+            raise InputError(f"{image} is not on this engine: its lock and SBOM are inside its layers", "pull it first")
+        return
     info = inspect_image(ctx.engine, image)
     click.echo(info.text(), nl=False)
     for path, member in ((write_lock, "lock.json"), (write_sbom, "sbom.cdx.json")):
@@ -413,10 +432,16 @@ def inspect(ctx: Context, image: str, write_lock: str | None, write_sbom: str | 
 @pass_ctx
 @handled
 def push(ctx: Context, image: str, repo: str, force: bool) -> None:
-    """Push IMAGE to REPO; print (and record) REPO@sha256:DIGEST."""
+    """Push IMAGE (or a multi-platform TARGET: each platform's image and one image index) to REPO; print REPO@sha256:DIGEST."""
     from .ship.registry import push as push_image
+    from .ship.registry import push_index
 
-    pushed = push_image(ctx.engine, image, repo, force)
+    if image in ctx.target_names() and ctx.target(image).declares_platforms:
+        pushed = push_index(ctx.engine, ctx.target(image), repo, force)
+        for platform, digest in pushed.platforms.items():
+            click.echo(f"pushed {platform}: {repo}@{digest}", err=True)
+    else:
+        pushed = push_image(ctx.engine, image, repo, force)
     click.echo(f"pushed {pushed.tag}", err=True)
     click.echo(pushed.ref)
 
@@ -457,12 +482,13 @@ def gc(ctx: Context, dry_run: bool) -> None:
 def doctor(ctx: Context, image_or_target: str | None, preset: str | None, json_mode: bool, nvidia_smi: str | None) -> None:
     """Check this machine before serving: driver, GPUs, the engine's GPU runtime; with an IMAGE, what it needs."""
     from .check.doctor import doctor as run_doctor
+    from .check.host import host_platform
     from .check.server import DEFAULT_SHM
     from .errors import NotReady
 
     image = image_or_target
     if image is not None and image in ctx.target_names():
-        image = ctx.target(image).human_tag
+        image = ctx.target(image).platform_tag(host_platform())  # on an arm64 machine, the target's arm64 image
     report = run_doctor(lambda: ctx.engine, image, nvidia_smi=nvidia_smi, shm=PRESETS[preset].shm if preset else DEFAULT_SHM)
     click.echo(json.dumps(report.to_dict(), indent=2) if json_mode else report.text(), nl=json_mode)
     if report.failed:
@@ -485,9 +511,11 @@ def serve(ctx: Context, image_or_target: str | None, model: str | None, preset: 
     """Serve a model from an image (or a target's image) with flags its SGLang accepts."""
     from .ship.serve import serve as run_server
 
+    from .check.host import host_platform
+
     image = image_or_target
     if image is None or image in ctx.target_names():
-        image = ctx.target(image).human_tag
+        image = ctx.target(image).platform_tag(host_platform())
     click.echo(run_server(ctx.engine, image, model=model, preset=preset, port=port, public=public, api_key=api_key,
                           dry_run=dry_run, say=lambda line: click.echo(line, err=True)), nl=False)
 

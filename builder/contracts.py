@@ -70,6 +70,23 @@ RESERVED_STAGE_NAMES = frozenset({"base", STAGE_SYSTEM, STAGE_FINAL, TOOLS})
 BASE_REPO = "sglbuild/base"
 STAGE_REPO = "sglbuild/stage"
 
+# -- platforms an image is built for ------------------------------------------------------------
+# Docker's name -> (Python's platform.machine(), Debian's architecture, Docker's architecture)
+PLATFORMS = {
+    "linux/amd64": ("x86_64", "amd64", "amd64"),
+    "linux/arm64": ("aarch64", "arm64", "arm64"),
+}
+DEFAULT_PLATFORM = "linux/amd64"
+
+
+def platform_of_machine(machine: str) -> str:
+    """linux/amd64 for x86_64 (or amd64), linux/arm64 for aarch64 (or arm64)."""
+    for name, names in PLATFORMS.items():
+        if machine in names:
+            return name
+    return f"linux/{machine}"
+
+
 # -- the probe's replies ------------------------------------------------------------------------
 PROBE_VERSION = 5  # bumped when a reply's shape changes
 

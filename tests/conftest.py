@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from support import CACHE, ROOT, UV_VERSION, PackageIndex, engine_snapshot, left_behind, need_nvcc, nvcc_so, remove_left_behind
+from support import (CACHE, ROOT, UV_VERSION, PackageIndex, aarch64_so, engine_snapshot, left_behind, need_nvcc, nvcc_so,
+                     remove_left_behind)
 
 sys.path.insert(0, str(ROOT))
 
@@ -72,17 +73,40 @@ def registry(tmp_path_factory):
     os.kill(int((d / "registry.pid").read_text()), signal.SIGTERM)  # the registry this fixture started, by its id
 
 
-@pytest.fixture(scope="session")
-def uv_wheel() -> Path:
-    """The real uv wheel the default target installs with (fetched once from PyPI, then cached)."""
+def _uv(machine: str) -> Path:
+    """The real uv wheel for MACHINE, fetched once from PyPI, then cached."""
     d = CACHE / "uv"
-    found = sorted(d.glob(f"uv-{UV_VERSION}-*.whl"))
+    found = sorted(d.glob(f"uv-{UV_VERSION}-*manylinux_2_17_{machine}*.whl"))
     if not found:
         subprocess.run([sys.executable, "-m", "pip", "download", "--isolated", "--quiet", "--no-deps",
-                        "--only-binary=:all:", "--platform", "manylinux_2_17_x86_64", "--python-version", "3.11",
+                        "--only-binary=:all:", "--platform", f"manylinux_2_17_{machine}", "--python-version", "3.11",
                         "--index-url", "https://pypi.org/simple", "-d", str(d), f"uv=={UV_VERSION}"], check=True)
-        found = sorted(d.glob(f"uv-{UV_VERSION}-*.whl"))
+        found = sorted(d.glob(f"uv-{UV_VERSION}-*manylinux_2_17_{machine}*.whl"))
     return found[0]
+
+
+@pytest.fixture(scope="session")
+def uv_wheel() -> Path:
+    """The real uv wheel the default target installs with (x86-64)."""
+    return _uv("x86_64")
+
+
+@pytest.fixture(scope="session")
+def uv_wheels() -> dict[str, Path]:
+    """The real uv wheels for both machines a two-platform target builds for."""
+    return {"x86_64": _uv("x86_64"), "aarch64": _uv("aarch64")}
+
+
+@pytest.fixture(scope="session")
+def arm64_so(tmp_path_factory) -> bytes:
+    """Like sglang-kernel's aarch64 common ops: sm_121a SASS (DGX Spark), linked against libnuma.so.1. Needs the
+    aarch64 binutils, installed here when missing (as root), as ci/registry.sh installs the registry."""
+    import shutil
+
+    need_nvcc()
+    if shutil.which("aarch64-linux-gnu-ld") is None:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "binutils-aarch64-linux-gnu"], check=True, capture_output=True)
+    return aarch64_so(tmp_path_factory.mktemp("aarch64"), "common_ops", ["-gencode", "arch=compute_121a,code=sm_121a"])
 
 
 @pytest.fixture(scope="session")
@@ -115,7 +139,7 @@ def pytest_collection_modifyitems(config, items):
         names = set(getattr(item, "fixturenames", ()))
         if names & {"docker_client", "engine"}:
             item.add_marker(pytest.mark.engine)
-        if names & {"uv_wheel"}:
+        if names & {"uv_wheel", "uv_wheels"}:
             item.add_marker(pytest.mark.network)
         if item.get_closest_marker("gpu") and not gpu_asked:
             item.add_marker(pytest.mark.skip(reason="needs an NVIDIA GPU: run 'pytest -m gpu' on a GPU machine"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import json
 import os
 import shutil
 import subprocess
@@ -228,8 +229,10 @@ source_date_epoch = 1758153600"""
 
 
 def small_profile(index_url: str, *, name: str = "smalltest", app_version: str = "1.0", smoke: list[str] | None = None,
-                  tools: bool = True, extra: str = "", native: bool = True, registry_base: bool = False) -> str:
-    """A small real target; ``registry_base`` declares a registry base instead (lock then needs no mirror)."""
+                  tools: bool = True, extra: str = "", native: bool = True, registry_base: bool = False,
+                  platforms: dict[str, list[str]] | None = None) -> str:
+    """A small real target; ``registry_base`` declares a registry base instead (lock then needs no mirror);
+    ``platforms`` declares [platforms] (an image per platform) instead of gpu_arch = "sm_120"."""
     smoke = smoke if smoke is not None else ["python -c 'import sgltest_app, sgltest_kernel; print(sgltest_app.__version__)'"]
     smoke_toml = "[" + ", ".join(repr(s).replace("'", '"') if "'" not in s else '"' + s.replace('"', '\\"') + '"' for s in smoke) + "]"
     tools_toml = f'tools = ["uv=={UV_VERSION}"]' if tools else ""
@@ -240,7 +243,7 @@ default_target = "{name}"
 description = "sglbuild's small integration target"
 image = "{TEST_IMAGE}"
 tag = "{name}"
-gpu_arch = "sm_120"
+{_platforms_toml(platforms)}
 require_native = {'["sgltest_kernel/common_ops.so"]' if native else "[]"}
 source = "https://example.invalid/sglbuild"
 smoke = {smoke_toml}
@@ -267,6 +270,29 @@ requires = ["sgltest-app=={app_version}"]
 """
 
 
+def _platforms_toml(platforms: dict[str, list[str]] | None) -> str:
+    if platforms is None:
+        return 'gpu_arch = "sm_120"'
+    return "platforms = { " + ", ".join(f'"{p}" = {json.dumps(archs)}' for p, archs in platforms.items()) + " }"
+
+
+def aarch64_so(tmp: Path, name: str, gencode: list[str], needed: tuple[str, ...] = ("libnuma.so.1",)) -> bytes:
+    """A real aarch64 shared object holding GPU code (nvcc's fatbin for GENCODE in .nv_fatbin), linked against NEEDED,
+    made with the host's nvcc and binutils-aarch64-linux-gnu (the suite's fixture installs them)."""
+    d = tmp / f"aarch64-{name}"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "k.cu").write_text('extern "C" __global__ void scale(float* x, float a) { x[threadIdx.x] *= a; }\n')
+    subprocess.run(["nvcc", "-fatbin", *gencode, "-o", str(d / "k.fatbin"), str(d / "k.cu")], check=True, capture_output=True)
+    (d / "ops.S").write_text('  .section .nv_fatbin,"a"\n  .balign 8\n  .incbin "k.fatbin"\n')
+    subprocess.run(["aarch64-linux-gnu-as", "-o", str(d / "ops.o"), str(d / "ops.S")], check=True, cwd=d)
+    subprocess.run(["aarch64-linux-gnu-as", "-o", str(d / "empty.o")], input=b"", check=True)
+    for lib in needed:
+        subprocess.run(["aarch64-linux-gnu-ld", "-shared", "-soname", lib, "-o", str(d / lib), str(d / "empty.o")], check=True)
+    subprocess.run(["aarch64-linux-gnu-ld", "-shared", "-soname", f"{name}.so", "-o", str(d / f"{name}.so"), str(d / "ops.o"),
+                    "--no-as-needed", "-L", str(d), *(f"-l:{lib}" for lib in needed)], check=True)
+    return (d / f"{name}.so").read_bytes()
+
+
 def populate_index(index: PackageIndex, tmp: Path, uv_wheel: Path, sm120_so: bytes | None) -> None:
     src = tmp / "built-wheels"
     index.add(make_wheel(src, "sgltest-torch", "2.9.1", requires=["sgltest-dep>=1"]))
@@ -287,6 +313,32 @@ def populate_index(index: PackageIndex, tmp: Path, uv_wheel: Path, sm120_so: byt
             f"sgltest_clash_{who}.pth": f"import sgltest_clash_{who}\n".encode()}))
     index.add(make_wheel(src, "sglang", "0.5.9", files=dict(FAKE_SGLANG)))
     index.add(uv_wheel)
+
+
+MULTI = {"linux/amd64": ["sm_120"], "linux/arm64": ["sm_121"]}  # the two-platform target: RTX 50 and DGX Spark
+
+
+def multi_project(tmp: Path, uv_wheels: dict[str, Path], kernels: dict[str, bytes], name: str = "multitest",
+                  platforms: dict[str, list[str]] | None = None, steps: tuple[tuple[str, ...], ...] = (("lock",), ("fetch",))
+                  ) -> tuple[Path, PackageIndex]:
+    """The small target on two platforms: its kernel wheel is a platform wheel per machine (KERNELS: machine -> .so)."""
+    index = PackageIndex(tmp / "index")
+    src = tmp / "built-wheels"
+    index.add(make_wheel(src, "sgltest-torch", "2.9.1", requires=["sgltest-dep>=1"]))
+    index.add(make_wheel(src, "sgltest-dep", "1.2"))
+    for machine, so in kernels.items():
+        index.add(make_wheel(src, "sgltest-kernel", "0.3.21", requires=["sgltest-torch"], tag=f"py3-none-manylinux2014_{machine}",
+                             files={"sgltest_kernel/__init__.py": b"KIND = 'kernel'\n", "sgltest_kernel/common_ops.so": so}))
+    index.add(make_wheel(src, "sgltest-app", "1.0", requires=["sgltest-torch==2.9.1", "sgltest-kernel==0.3.21"]))
+    for wheel in uv_wheels.values():
+        index.add(wheel)
+    project = tmp / "project"
+    project.mkdir()
+    (project / "sglbuild.toml").write_text(small_profile(index.url, name=name, platforms=platforms or MULTI))
+    for args in steps:
+        r = run_cli(*args, cwd=project)
+        assert r.returncode == 0, r.stderr
+    return project, index
 
 
 def small_project(tmp: Path, uv_wheel: Path, sm120_so: bytes | None, name: str = "smalltest",

@@ -68,3 +68,22 @@ def test_doctor_command_exits_1_and_says_why_in_one_line(tmp_path):
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("sglbuild: error: ") and "Traceback" not in r.stderr
     data = json.loads(r.stdout)
     assert {f["id"]: f["status"] for f in data["checks"]} == {"driver": "fail", "runtime": "fail"}
+
+
+@pytest.mark.parametrize("capability, arch", [("12.0", "sm_120"), ("12.1", "sm_121"), ("10.0", "sm_100"), ("10.3", "sm_103"),
+                                              ("11.0", "sm_110"), ("9.0", "sm_90")])
+def test_compute_capability_names_the_architecture(tmp_path, capability, arch):
+    """RTX 50 / RTX PRO 6000, DGX Spark (GB10), B200/GB200, B300/GB300, Jetson Thor, H100: as nvidia-smi reports them."""
+    found = gpus(fake_smi(tmp_path, f"NVIDIA GPU, {capability}, 580.95.05, 65536\n"))
+    assert found[0].arch == arch
+
+
+def test_a_multi_platform_targets_image_for_this_machine(monkeypatch):
+    from builder.check import host
+    from builder.inputs.profile import Target
+
+    monkeypatch.setattr(host.platform, "machine", lambda: "aarch64")
+    assert host.host_platform() == "linux/arm64"
+    t = Target("b", "", "sglang", "blackwell", (("linux/amd64", ("sm_120",)), ("linux/arm64", ("sm_121",))), "", None, "", (), False, (),
+               None, declares_platforms=True)
+    assert t.platform_tag(host.host_platform()) == "sglang:blackwell-arm64"

@@ -9,7 +9,7 @@ import pytest
 from builder.errors import InputError, LockError
 from builder.inputs.flags import server_flags
 from builder.inputs.lock import lock_changes, write_lock
-from builder.inputs.lockfile import check_lock, parse_lock, read_lock
+from builder.inputs.lockfile import LockFile, check_lock, parse_lock, read_lock
 from builder.build.plan import make_plan
 from builder.inputs.profile import Serve, load_profile
 from builder.build.render import render_dockerfile
@@ -104,7 +104,7 @@ def test_changing_one_pin_changes_only_the_keys_after_it(profile):
 
 def test_lock_changes_name_each_moved_pin(profile):
     t = profile.target(None)
-    old, new = fixture_lock(t, "1.0"), fixture_lock(t, "1.1")
+    old, new = LockFile.single(fixture_lock(t, "1.0")), LockFile.single(fixture_lock(t, "1.1"))
     lines = lock_changes(old, new)
     assert len(lines) == 1 and lines[0].startswith("~ sgltest-app 1.0 -> 1.1 (sha256 ")
     assert lock_changes(old, old) == []

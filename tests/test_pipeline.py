@@ -40,7 +40,7 @@ def test_pipeline_build_verify_push_pull_verify_tag(tmp_path_factory, docker_cli
         assert docker_client.images.get(ref).id == build["image_id"]
         for report in ("verify-static.xml", "verify-pulled.xml"):
             suite = ET.parse(project / "out" / "pipeline" / report).getroot()
-            assert suite.get("failures") == "0" and int(suite.get("tests")) == 8
+            assert suite.get("failures") == "0" and int(suite.get("tests")) == 9
         # verify works on the image pulled by digest; push refuses an image nobody verified.
         assert run_cli("verify", ref, cwd=project, env={"SGLBUILD_STATE": str(state)}).returncode == 0
         fresh = {"SGLBUILD_STATE": str(project / "empty-state")}

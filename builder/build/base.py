@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..contracts import LABEL_MANAGED
+from ..contracts import DEFAULT_PLATFORM, LABEL_MANAGED, PLATFORMS
 from ..errors import DiskFull, EngineError, IntegrityError, Interrupted, NetworkError, ToolMissing
 from ..inputs.lockfile import Lock
 from ..inputs.profile import Target
@@ -64,7 +64,7 @@ def ensure_base(engine: Engine, target: Target, lock: Lock, ref: str, *, fresh: 
     try:
         _check_packages(engine, image_id, lock)
         previous = engine.images.find(ref)
-        reissue(engine, image_id, target.base.source_date_epoch, ref)  # a config free of the import's time
+        reissue(engine, image_id, target.base.source_date_epoch, ref, lock.platform_name)  # a config free of the import's time
     except BaseException:
         engine.images.remove(image_id, force=True)
         raise
@@ -76,10 +76,12 @@ def ensure_base(engine: Engine, target: Target, lock: Lock, ref: str, *, fresh: 
     return True
 
 
-def reissue(engine: Engine, image_id: str, epoch: int, name: str) -> None:
+def reissue(engine: Engine, image_id: str, epoch: int, name: str, platform: str = DEFAULT_PLATFORM) -> None:
     """Give an imported base a config made of its inputs alone (``docker import`` stamps the time of the
-    import), loaded as NAME: the layer is the engine's already, so none is read back or written."""
+    import and the engine's own architecture), loaded as NAME: the layer is the engine's already, so none
+    is read back or written."""
     config = image_config(engine.images.get(image_id), ["base"], {}, epoch)
+    config["architecture"] = PLATFORMS[platform][2]
     engine.images.load_config(config, source=image_id, name=name, mtime=epoch)
 
 
@@ -90,6 +92,8 @@ def _bootstrap(target: Target, lock: Lock, tarball: Path) -> None:
     include = [f"{p}={lock.debian[p]}" if p in lock.debian else p for p in base.packages]
     cmd = ["mmdebstrap", "--quiet", "--variant=minbase", "--format=tar",
            "--customize-hook=rm -f \"$1\"/var/log/dpkg.log \"$1\"/var/log/apt/*.log \"$1\"/var/cache/ldconfig/aux-cache"]
+    if lock.platform_name != DEFAULT_PLATFORM:  # another architecture: its maintainer scripts run under emulation
+        cmd.append(f"--architectures={PLATFORMS[lock.platform_name][1]}")
     if include:
         cmd.append("--include=" + ",".join(include))
     cmd += [base.suite, str(tarball), base.mirror]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .. import __version__
-from ..check.features import derive, features
+from ..check.features import derive, features, on_every
 from ..check.gpucode import ImageGpuCode
 from ..check.static import static_reply
 from ..inputs.flags import server_flags
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 
 def _key(plan: Plan) -> str:
-    return f"{__version__}:{plan.evidence_stage.key}:{plan.target.gpu_arch}"
+    return f"{__version__}:{plan.evidence_stage.key}:{','.join(plan.archs)}"
 
 
 def cached(plan: Plan) -> tuple[str, ...] | None:
@@ -35,10 +35,11 @@ def cached(plan: Plan) -> tuple[str, ...] | None:
     return tuple(flags) if flags is not None else None
 
 
-def derived_flags(engine: Engine, image: str, arch: str, sglang_version: str) -> tuple[tuple[str, ...], list]:
-    """The flags IMAGE's evidence supports on ARCH, and the feature table behind them."""
-    reply = static_reply(engine, engine.images.get(image).id, [arch], None)
-    rows = features(reply, ImageGpuCode.of(reply), arch)
+def derived_flags(engine: Engine, image: str, archs: tuple[str, ...], sglang_version: str) -> tuple[tuple[str, ...], list]:
+    """The flags IMAGE's evidence supports on every one of ARCHS, and the feature table behind them."""
+    reply = static_reply(engine, engine.images.get(image).id, list(archs), None)
+    code = ImageGpuCode.of(reply)
+    rows = on_every({arch: features(reply, code, arch) for arch in archs})
     return tuple(server_flags(derive(rows), sglang_version)), rows
 
 
@@ -46,12 +47,12 @@ def complete(engine: Engine, plan: Plan, evidence_image: str, reporter: Reporter
     """PLAN completed with the flags EVIDENCE_IMAGE (its evidence stage's image) supports; from the cache unless FRESH."""
     known = None if fresh else cached(plan)
     if known is not None:
-        reporter.step("evidence", "reused", f"derived flags for {plan.target.gpu_arch}: {' '.join(known)}")
+        reporter.step("evidence", "reused", f"derived flags for {','.join(plan.archs)}: {' '.join(known)}")
         return plan.with_derived(known)
     sglang = plan.lock.wheel("sglang")
-    flags, rows = derived_flags(engine, evidence_image, plan.target.gpu_arch, sglang.version if sglang else "0")
+    flags, rows = derived_flags(engine, evidence_image, plan.archs, sglang.version if sglang else "0")
     chosen = ", ".join(f.name for f in rows if f.available and f.name.startswith(("attention", "sampling")))
-    reporter.step("evidence", "derived", f"{plan.evidence_stage.name} runs on {plan.target.gpu_arch}: {chosen or 'nothing proven'}; "
+    reporter.step("evidence", "derived", f"{plan.evidence_stage.name} runs on {','.join(plan.archs)}: {chosen or 'nothing proven'}; "
                   f"flags: {' '.join(flags)}")
     remember("evidence", _key(plan), list(flags))
     return plan.with_derived(flags)

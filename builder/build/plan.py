@@ -23,6 +23,7 @@ from .. import __version__
 from ..contracts import (
     BASE_REPO,
     BUILDKIT_WHEELHOUSE_PORT,
+    DEFAULT_PLATFORM,
     ENTRYPOINT_IN_IMAGE,
     IN_IMAGE_DIR,
     LABEL_GPU_ARCH,
@@ -127,12 +128,23 @@ class Plan:
         return self.stages[-1]
 
     @property
+    def platform(self) -> str:
+        """The Docker platform of the image this plan builds (linux/amd64, linux/arm64)."""
+        return self.lock.platform_name
+
+    @property
+    def archs(self) -> tuple[str, ...]:
+        """The GPU architectures this platform's image must serve."""
+        return self.target.archs(self.platform)
+
+    @property
     def human_tag(self) -> str:
-        return self.target.human_tag
+        """IMAGE:TAG (a multi-platform target's: IMAGE:TAG-ARCH for this platform; IMAGE:TAG names the engine's own)."""
+        return self.target.platform_tag(self.platform)
 
     def immutable_tag(self, image_id: str) -> str:
         """IMAGE:TAG-<image ID>: named after the image itself, so it can never move to another."""
-        return f"{self.repo}:final" if self.repo else f"{self.target.human_tag}-{image_id.split(':')[-1][:12]}"
+        return f"{self.repo}:final" if self.repo else f"{self.human_tag}-{image_id.split(':')[-1][:12]}"
 
     @cached_property
     def dockerfile(self) -> str:
@@ -174,7 +186,7 @@ def labels(target: Target, lock: Lock, revision: str, flags: tuple[str, ...]) ->
     created = datetime.fromtimestamp(target.base.source_date_epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     sglang = lock.wheel("sglang")
     return dict(sorted({
-        OCI_TITLE: target.human_tag,
+        OCI_TITLE: target.platform_tag(lock.platform_name),
         OCI_DESCRIPTION: target.description,
         OCI_VERSION: f"{target.tag}-{lock.digest[:12]}",
         OCI_REVISION: revision,
@@ -183,7 +195,7 @@ def labels(target: Target, lock: Lock, revision: str, flags: tuple[str, ...]) ->
         LABEL_VERSION: __version__,
         LABEL_TARGET: target.name,
         LABEL_LOCK_DIGEST: f"sha256:{lock.digest}",
-        LABEL_GPU_ARCH: target.gpu_arch,
+        LABEL_GPU_ARCH: ",".join(target.archs(lock.platform_name)),
         LABEL_SGLANG_VERSION: sglang.version if sglang else "",
         LABEL_SERVE_FLAGS: json.dumps(list(flags)),
         LABEL_REQUIRE_NATIVE: json.dumps(list(target.require_native)),
@@ -205,10 +217,12 @@ def target_flags(target: Target, lock: Lock) -> tuple[str, ...]:
 
 
 def base_key(target: Target, lock: Lock) -> str:
-    """What the base depends on: the suite, mirror, epoch, packages asked for and the locked versions."""
-    blob = json.dumps({"suite": target.base.suite, "mirror": target.base.mirror, "epoch": target.base.source_date_epoch,
-                       "include": sorted(target.base.packages), "debian": lock.debian, "image": lock.base_image},
-                      sort_keys=True)
+    """What the base depends on: the suite, mirror, epoch, packages asked for, the locked versions, the architecture."""
+    inputs = {"suite": target.base.suite, "mirror": target.base.mirror, "epoch": target.base.source_date_epoch,
+              "include": sorted(target.base.packages), "debian": lock.debian, "image": lock.base_image}
+    if lock.platform_name != DEFAULT_PLATFORM:  # only there: amd64 bases keep their keys (and images)
+        inputs["platform"] = lock.platform_name
+    blob = json.dumps(inputs, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -226,7 +240,7 @@ def make_plan(target: Target, lock: Lock, revision: str, *, reproducible: bool =
     flags = (derived or ()) if target.serve and target.serve.derived else target_flags(target, lock)
     sbom = sbom_json(target, lock)
     helpers, helpers_data = helpers_wheel()
-    final_files = [ServedFile(SERVED_LOCK, lock.to_json().encode(), LOCK_IN_IMAGE),
+    final_files = [ServedFile(SERVED_LOCK, lock.text().encode(), LOCK_IN_IMAGE),
                    ServedFile(SERVED_SBOM, sbom.encode(), SBOM_IN_IMAGE)]
     if flags:
         final_files.append(ServedFile(SERVED_ENTRYPOINT, render_entrypoint(flags).encode(), ENTRYPOINT_IN_IMAGE, "0755"))
@@ -270,7 +284,8 @@ def plans_text(plans: list[Plan], present: dict[str, bool] | None) -> str:
 
     lines = []
     for p in plans:
-        lines.append(f"{p.target.name}  lock sha256:{p.lock.digest[:16]}  -> {p.human_tag}  ({p.builder} builder)")
+        where = f", {p.platform}" if p.target.declares_platforms else ""
+        lines.append(f"{p.target.name}  lock sha256:{p.lock.digest[:16]}  -> {p.human_tag}  ({p.builder} builder{where})")
         lines.append(row("base", p.base, p.base.rpartition(":")[2], p.target.name))
         lines += [row(s.name, s.tag, s.key, p.target.name) for s in p.stages]
         if p.awaiting_evidence:

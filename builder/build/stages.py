@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..contracts import BUILDKIT_WHEELHOUSE_PORT, LABEL_MANAGED, LABEL_STAGE_KEY, TOOLS
-from ..errors import DiskFull
+from ..errors import DiskFull, InputError
+from ..inputs.profile import Target
 from ..inputs.wheelhouse import verify_wheelhouse
 from ..state import record_stage, scratch, stage_image
 from ..ui import Reporter
 from .base import ensure_base
 from .cache import StageCache
+from .emulation import check_can_run
 from .evidence import complete
 from .gc import build_lock
 from .helpers_wheel import HELPERS_DIR
@@ -61,6 +63,17 @@ class Built:
     seconds: float = 0.0
 
 
+def build_order(engine: Engine, target: Target, asked: tuple[str, ...] = ()) -> list[str]:
+    """The platforms to build: those ASKED (every one of the target's by default), the engine's own first."""
+    unknown = [p for p in asked if p not in target.platform_names]
+    if unknown:
+        raise InputError(f"target {target.name!r} has no platform {unknown[0]}", f"its platforms: {', '.join(target.platform_names)}")
+    chosen = sorted((p for p in target.platform_names if not asked or p in asked), key=lambda p: p != engine.platform)
+    for platform in chosen:  # before anything is built: an arm64 image needs emulation here, or one line says so
+        check_can_run(platform, engine.platform)
+    return chosen
+
+
 def build_image(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Reporter, *, fresh: bool = False,
                 verbose: bool = False, cache: StageCache | None = None) -> tuple[Plan, Built]:
     """base -> stages (-> evidence -> final) -> normalize. ``fresh``: ignore every existing base, stage and engine cache.
@@ -75,6 +88,7 @@ def build_image(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Reporter
 def _build_image(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Reporter, *, fresh: bool,
                  verbose: bool, cache: StageCache | None) -> tuple[Plan, Built]:
     started = time.monotonic()
+    check_can_run(plan.platform, engine.platform)  # an arm64 image on an x86-64 machine: emulation, or one line
     verify_wheelhouse(plan.lock, wheelhouse, missing_ok=cache is not None)  # a changed wheel stops any build at once
     t0 = time.monotonic()
     base_built = ensure_base(engine, plan.target, plan.lock, plan.base, fresh=fresh, cache=cache)
@@ -156,8 +170,9 @@ def _classic_builder(engine: Engine, plan: Plan, wheelhouse: Path, fresh: bool, 
     """The classic builder: each step reads the wheelhouse from this host over the build's internal network."""
     network, gateway, subnet = engine.networks.build_network()
     with WheelServer(wheelhouse, plan.lock.wheels, gateway, {f.url_path: f.data for f in plan.served}, allowed=subnet) as server:
+        platform = plan.platform if plan.platform != engine.platform else None
         yield lambda stage: engine.builds.classic(
-            stage.dockerfile, stage.name, network=network, nocache=fresh,
+            stage.dockerfile, stage.name, network=network, nocache=fresh, platform=platform,
             buildargs={"SGLBUILD_WHEELHOUSE": server.url, "PIP_TRUSTED_HOST": gateway},
             labels={LABEL_MANAGED: "true", LABEL_STAGE_KEY: stage.key},
             on_line=reporter.build_line if verbose else None,
@@ -175,6 +190,7 @@ def _buildkit_builder(engine: Engine, plan: Plan, wheelhouse: Path, fresh: bool,
             served = served_dir(plan, stage, wheelhouse, Path(tmp, stage.name))
             return engine.buildkit.build(
                 stage.dockerfile, stage.name, contexts={"sglbuild-served": served}, nocache=fresh, tag=stage.tag,
+                platform=plan.platform if plan.platform != engine.platform else None,
                 buildargs={"SGLBUILD_WHEELHOUSE": f"http://127.0.0.1:{BUILDKIT_WHEELHOUSE_PORT}/",
                            # BuildKit dates the config and history with it (the Dockerfile's default is not read for that)
                            **({"SOURCE_DATE_EPOCH": str(plan.target.base.source_date_epoch)} if plan.reproducible else {})},

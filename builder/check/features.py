@@ -146,6 +146,20 @@ def _custom_all_reduce(code: ImageGpuCode, arch: str) -> Feature:
     return Feature("custom all-reduce", ok, f"sgl_kernel's all-reduce kernels: {why}{note}")
 
 
+def on_every(tables: dict[str, list[Feature]]) -> list[Feature]:
+    """One table for an image that must serve several architectures: a feature is available only where it is on every one."""
+    archs = list(tables)
+    first = tables[archs[0]]
+    out = []
+    for i, feature in enumerate(first):
+        rows = {arch: next((f for f in tables[arch] if f.name == feature.name), None) for arch in archs}
+        states = [r.available if r is not None else None for r in rows.values()]
+        available = False if False in states else None if None in states else True
+        evidence = feature.evidence if len(archs) == 1 else "; ".join(f"{a}: {r.evidence if r else 'not offered'}" for a, r in rows.items())
+        out.append(Feature(feature.name, available, evidence))
+    return out
+
+
 def derive(rows: list[Feature]) -> Serve:
     """The fastest settings every kernel of which has proven code for the target (by the table)."""
     available = {f.name for f in rows if f.available}

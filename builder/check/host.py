@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import platform
 import shutil
 import subprocess
 from dataclasses import dataclass
+
+from ..contracts import platform_of_machine
+
+
+def host_platform() -> str:
+    """This machine's platform (linux/amd64, linux/arm64): which of a multi-platform target's images serves here."""
+    return platform_of_machine(platform.machine())
 
 
 @dataclass(frozen=True)
@@ -16,6 +24,7 @@ class HostGpu:
 
     @property
     def arch(self) -> str:
+        """The SASS architecture of this compute capability: 12.0 -> sm_120, 12.1 -> sm_121 (GB10), 10.3 -> sm_103."""
         major, _, minor = self.capability.partition(".")
         return f"sm_{major}{minor or '0'}"
 

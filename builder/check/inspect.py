@@ -7,10 +7,12 @@ the same image.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..contracts import (
+    DEFAULT_PLATFORM,
     IN_IMAGE_DIR,
     LABEL_GPU_ARCH,
     LABEL_LOCK_DIGEST,
@@ -22,7 +24,7 @@ from ..contracts import (
     OCI_SOURCE,
 )
 from ..engine.images import tar_member_bytes
-from ..inputs.lockfile import parse_lock
+from ..inputs.lockfile import parse_lock_file
 from .diff import layer_stages
 
 if TYPE_CHECKING:
@@ -39,12 +41,14 @@ class ImageInfo:
     labels: dict[str, str]
     layers: list[tuple[str, str]]  # (stage, diff ID)
     files: dict[str, str] = field(default_factory=dict)  # lock.json, sbom.cdx.json
+    platform: str = DEFAULT_PLATFORM
 
     def text(self) -> str:
-        lines = [f"image     {self.ref} ({self.image_id})"]
+        lines = [f"image     {self.ref} ({self.image_id}, {self.platform})"]
         lines += [f"{name:<9} {self.labels[key]}" for key, name in _SHOWN if self.labels.get(key)]
         if "lock.json" in self.files:
-            lock = parse_lock(self.files["lock.json"], "lock in image")
+            locks = parse_lock_file(self.files["lock.json"], "lock in image")
+            lock = locks.lock(self.platform if locks.multi else None)
             key = ", ".join(f"{w.name} {w.version}" for w in lock.wheels if w.name in ("torch", "sgl-kernel", "sglang"))
             lines.append(f"pins      Python {lock.platform.python}, {len(lock.wheels)} wheels, {len(lock.debian)} Debian packages: {key}")
         lines.append("layers")
@@ -54,8 +58,45 @@ class ImageInfo:
 
 def inspect_image(engine: Engine, ref: str) -> ImageInfo:
     image = engine.images.get(ref)
-    info = ImageInfo(ref, image.id, image.labels, list(zip(layer_stages(engine, image.id, len(image.layers)), image.layers)))
+    info = ImageInfo(ref, image.id, image.labels, list(zip(layer_stages(engine, image.id, len(image.layers)), image.layers)),
+                     platform=image.platform)
     archive = engine.images.archive(image.id, IN_IMAGE_DIR)
     if archive is not None:  # else not built by sglbuild: labels only
         info.files = {name: data.decode() for name, data in tar_member_bytes(archive).items()}
     return info
+
+
+@dataclass
+class RemoteInfo:
+    """A reference as its registry holds it, read without pulling a layer: an image, or an index of them."""
+
+    ref: str
+    digest: str
+    media_type: str
+    images: dict[str, tuple[str, str, int]]  # platform -> (manifest digest, config digest, total layer bytes)
+    notes: list[str] = field(default_factory=list)  # what else the registry holds about it (attestations)
+
+    def text(self) -> str:
+        kind = "index" if len(self.images) > 1 or "index" in self.media_type or "list" in self.media_type else "image"
+        lines = [f"{kind:<9} {self.ref} ({self.digest})", f"type      {self.media_type}"]
+        for platform, (manifest, config, size) in sorted(self.images.items()):
+            lines.append(f"  {platform:<12} {manifest}  config {config[:19]}  {size / 1e9:.2f} GB of layers")
+        lines += self.notes
+        return "\n".join(lines) + "\n"
+
+
+def inspect_remote(engine: Engine, ref: str) -> RemoteInfo:
+    """REF (REPO@sha256:... or REPO:TAG) in its registry: its manifest or index and each image's, no layer read."""
+    from ..errors import InputError
+    from ..oci import describe, split_ref
+
+    repo, reference = split_ref(ref)
+    client, name = engine.registry(repo)
+    found = describe(client, name, reference)
+    if found is None:
+        raise InputError(f"the registry has no {ref}", "check the reference (REPO@sha256:... or REPO:TAG)")
+    images = {}
+    for platform, manifest in found.images.items():
+        layers = json.loads(manifest.data).get("layers") or []
+        images[platform] = (manifest.digest, found.configs[platform], sum(int(layer.get("size", 0)) for layer in layers))
+    return RemoteInfo(ref, found.top.digest, found.top.media_type, images)

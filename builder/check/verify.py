@@ -17,6 +17,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 from ..contracts import (
+    DEFAULT_PLATFORM,
     LABEL_GPU_ARCH,
     LABEL_LOCK_DIGEST,
     LABEL_TARGET,
@@ -27,7 +28,7 @@ from ..contracts import (
 )
 from ..errors import InputError, LockError, ProfileError
 from ..inputs.flags import server_flags
-from ..inputs.lockfile import Lock, parse_lock, read_lock
+from ..inputs.lockfile import Lock, LockFile, parse_lock, parse_lock_file, read_lock
 from ..state import record_verified
 from .command import ServerCommand, server_command
 from .driver import driver_check
@@ -45,12 +46,12 @@ if TYPE_CHECKING:
 DRIVER_LIBS = {"libcuda.so.1", "libnvidia-ml.so.1", "libnvidia-ptxjitcompiler.so.1"}
 
 
-def repository_lock(profile: Profile | None, labels: dict[str, str]) -> Lock | None:
-    """The repository's current lock for the image's target, to report drift (None if there is none)."""
+def repository_lock(profile: Profile | None, labels: dict[str, str], platform: str | None = None) -> Lock | None:
+    """The repository's current lock for the image's target and platform, to report drift (None if there is none)."""
     if profile is None:
         return None
     try:
-        return read_lock(profile, profile.target(labels.get(LABEL_TARGET)))
+        return read_lock(profile, profile.target(labels.get(LABEL_TARGET)), platform)
     except (ProfileError, LockError):
         return None
 
@@ -92,7 +93,7 @@ def versions(data: StaticReply) -> dict[str, str]:
 
 
 def verify(engine: Engine, image_ref: str, *, archs: list[str] | None = None, gpu: str = "auto", model: str | None = None,
-           repo_lock: Lock | None = None, lock: Lock | None = None, run_args: list[str] | None = None,
+           repo_lock: Lock | None = None, lock: LockFile | Lock | None = None, run_args: list[str] | None = None,
            record: bool = True, fresh: bool = False) -> Report:
     """Check IMAGE_REF for the architectures of --arch, its label or this host's GPU.
 
@@ -113,7 +114,8 @@ def verify(engine: Engine, image_ref: str, *, archs: list[str] | None = None, gp
         report.features[arch] = [{"name": f.name, "state": f.state, "available": f.available, "evidence": f.evidence} for f in rows]
         if "sglang" in data.dists:
             report.derived[arch] = server_flags(derive(rows), data.dists["sglang"], address=False)
-    _check_pins(report, data, image.labels, repo_lock, lock)
+    given = lock.lock(image.platform) if isinstance(lock, LockFile) else lock
+    _check_pins(report, data, image.labels, repo_lock, given, image.platform)
     required = required_globs(image.labels, data)
     report.checks += [coverage(code, required, arch) for arch in archs]
     _check_shared_libs(report, data, json.loads(image.labels.get(LABEL_UNLOADABLE, "{}") or "{}"))
@@ -127,7 +129,8 @@ def verify(engine: Engine, image_ref: str, *, archs: list[str] | None = None, gp
     return report
 
 
-def _check_pins(report: Report, data: StaticReply, labels: dict, repo_lock: Lock | None, given: Lock | None) -> None:
+def _check_pins(report: Report, data: StaticReply, labels: dict, repo_lock: Lock | None, given: Lock | None,
+                platform: str = DEFAULT_PLATFORM) -> None:
     if given is not None:
         _compare_pins(report, data, given, "as the given lock")
         return
@@ -138,7 +141,7 @@ def _check_pins(report: Report, data: StaticReply, labels: dict, repo_lock: Lock
     if labels.get(LABEL_LOCK_DIGEST) != digest:
         report.add("pins", "pins", "fail", f"the lock inside ({digest[:19]}) is not the one the labels name ({labels.get(LABEL_LOCK_DIGEST)})")
         return
-    lock = parse_lock(data.lock, "lock in image")
+    lock = parse_lock(data.lock, "lock in image", platform if parse_lock_file(data.lock, "lock in image").multi else None)
     if not _compare_pins(report, data, lock, f"as locked ({digest[:19]})"):
         return
     if repo_lock is not None and repo_lock.digest != digest.split(":")[1]:

@@ -19,13 +19,14 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from ..errors import EngineUnavailable
+from ..errors import EngineUnavailable, ImageNotFound
 from .buildkit import BuildKit
 from .builds import Builds
 from .containers import Containers
 from .guard import guard, translate
 from .images import Images
 from .networks import Networks
+from .records import ImageRecord
 
 __all__ = ["Engine", "connect", "guard", "translate", "requested_builder"]
 
@@ -57,6 +58,51 @@ class Engine:
     @property
     def version(self) -> str:
         return self.info.get("ServerVersion", "unknown")
+
+    @property
+    def platform(self) -> str:
+        """The engine's own platform (linux/amd64, linux/arm64): what it runs without emulation."""
+        from ..contracts import platform_of_machine
+
+        return platform_of_machine(self.info.get("Architecture", "x86_64"))
+
+    def registry(self, repo: str) -> tuple[Any, str]:
+        """A client for REPO's registry, as this engine would reach it (its insecure registries over HTTP, its
+        login's credentials), and the repository's name there."""
+        import ipaddress
+
+        import docker.auth
+
+        from ..oci import Registry, split_repo
+
+        host, name = split_repo(repo)
+        config = self.info.get("RegistryConfig") or {}
+        insecure = (config.get("IndexConfigs") or {}).get(host, {}).get("Secure") is False
+        address = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        try:
+            ip = ipaddress.ip_address(address if address != "localhost" else "127.0.0.1")
+            insecure = insecure or any(ip in ipaddress.ip_network(c) for c in config.get("InsecureRegistryCIDRs") or [])
+        except ValueError:
+            pass
+        auth = docker.auth.resolve_authconfig(docker.auth.load_config(), host) or {}
+        credentials = (auth["username"], auth["password"]) if auth.get("username") and auth.get("password") else None
+        return Registry(host, insecure=insecure, credentials=credentials), name
+
+    def image_for(self, ref: str, platform: str | None = None) -> ImageRecord:
+        """REF here, or pulled by digest; for PLATFORM, an index's own image for it, pulled by its manifest's digest (only
+        that image: the index's digest would name one local image per platform, which the legacy store refuses)."""
+        from ..oci import describe
+
+        here = self.images.find(ref)
+        if platform and "@sha256:" in ref and (here is None or here.platform != platform):
+            repo, _, digest = ref.partition("@")
+            client, name = self.registry(repo)
+            found = describe(client, name, digest)
+            if found is not None and found.is_index:
+                if platform not in found.images:
+                    raise ImageNotFound(f"{ref} holds no {platform} image (it holds {', '.join(sorted(found.images))})")
+                ref = f"{repo}@{found.images[platform].digest}"
+        return self.images.get_or_pull(ref, platform)
 
     @property
     def containerd_store(self) -> bool:

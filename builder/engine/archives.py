@@ -11,24 +11,15 @@ with its import time taken out). Which archive the engine accepts depends on its
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import tarfile
 from typing import Any
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+from ..oci import OCI_INDEX, OCI_MANIFEST, canonical, digest_of
+
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-
-
-def canonical(data: dict[str, Any]) -> bytes:
-    """JSON with sorted keys and no spaces: the same object gives the same bytes, so the same digest."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
-
-
-def digest_of(raw: bytes) -> str:
-    return "sha256:" + hashlib.sha256(raw).hexdigest()
+__all__ = ["canonical", "digest_of", "legacy_archive", "oci_layout_archive", "tar_archive", "full_name"]
 
 
 def tar_archive(files: dict[str, bytes], mtime: int) -> bytes:

@@ -48,7 +48,7 @@ class BuildKit:
 
     def build(self, dockerfile: str, stage: str, *, contexts: dict[str, Path], buildargs: dict[str, str],
               labels: dict[str, str], tag: str, nocache: bool, on_line: Callable[[str], None] | None = None,
-              on_failure: Callable[[list[str]], None] | None = None) -> str:
+              on_failure: Callable[[list[str]], None] | None = None, platform: str | None = None) -> str:
         """Build DOCKERFILE into the engine's image store as TAG; returns the image ID."""
         cli = docker_cli()
         if cli is None:
@@ -63,6 +63,8 @@ class BuildKit:
             cmd += [f"--label={k}={v}" for k, v in sorted(labels.items())]
             if nocache:
                 cmd.append("--no-cache")
+            if platform:
+                cmd += ["--platform", platform]
             env = {**os.environ, "DOCKER_HOST": self.engine.where, "BUILDX_NO_DEFAULT_ATTESTATIONS": "1"}
             proc = subprocess.Popen([*cmd, str(empty)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                     start_new_session=True)

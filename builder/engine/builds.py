@@ -71,12 +71,13 @@ class Builds:
 
     def classic(self, dockerfile: str, stage: str, *, network: str, buildargs: dict[str, str], labels: dict[str, str],
                 nocache: bool, on_line: Callable[[str], None] | None = None,
-                on_failure: Callable[[list[str]], None] | None = None) -> str:
-        """Build DOCKERFILE with the engine's classic builder; returns the image ID (untagged)."""
+                on_failure: Callable[[list[str]], None] | None = None, platform: str | None = None) -> str:
+        """Build DOCKERFILE with the engine's classic builder (for PLATFORM, another than the engine's own); returns the image ID (untagged)."""
         with guard(f"the build of stage {stage}"):
             stream = self.engine.client.api.build(
                 fileobj=context_tar({"Dockerfile": dockerfile}), custom_context=True, rm=True, forcerm=True,
                 nocache=nocache, pull=False, decode=True, network_mode=network, buildargs=buildargs, labels=labels,
+                **({"platform": platform} if platform else {}),
             )
             try:
                 return read_build_stream(stream, stage, on_line, on_failure)

@@ -56,8 +56,10 @@ class Containers:
         self._containers = engine.client.containers
 
     def create(self, image: str, command: list[str] | str, *, entrypoint: Any = None, network: bool = False,
-               environment: dict[str, str] | None = None, volumes: dict | None = None, gpus: bool = False,
-               platform: str | None = None) -> ContainerRecord:
+               environment: dict[str, str] | None = None, volumes: dict | None = None, gpus: bool = False) -> ContainerRecord:
+        """A container of IMAGE, run with its own platform (emulated where it is not the engine's)."""
+        found = self.engine.images.find(image)
+        platform = found.platform if found is not None and found.platform != self.engine.platform else None
         with guard(f"creating a container of {image}"):
             return _record(self._containers.create(
                 image, command, entrypoint=[] if entrypoint is None else entrypoint, network_disabled=not network,

@@ -164,6 +164,18 @@ class Images:
         sep = "@" if tag.startswith("sha256:") else ":"
         return self.get(f"{repo}{sep}{tag}")
 
+    def get_or_pull(self, ref: str, platform: str | None = None) -> ImageRecord:
+        """REF here; a REPO@sha256:... that is not here is pulled, for PLATFORM when REF names an index (only that image)."""
+        found = self.find(ref)
+        if found is not None and (platform is None or found.platform == platform):
+            return found
+        if "@sha256:" not in ref:
+            if found is not None:
+                raise ImageNotFound(f"{ref} here is {found.platform}, not {platform}", "verify it by digest: REPO@sha256:...")
+            return self.get(ref)
+        repo, _, digest = ref.partition("@")
+        return self.pull(repo, digest, platform)
+
     def push(self, repo: str, tag: str) -> str:
         """Push REPO:TAG; returns the digest the registry gave it."""
         digest = ""

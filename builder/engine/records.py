@@ -28,8 +28,8 @@ class ImageRecord:
 
     @property
     def platform(self) -> str:
-        """linux/amd64, linux/arm64 (with the variant, where there is one)."""
-        return f"{self.os}/{self.architecture}" + (f"/{self.variant}" if self.variant else "")
+        """linux/amd64, linux/arm64 (the variant, such as arm64's v8, left out)."""
+        return f"{self.os}/{self.architecture}"
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> "ImageRecord":

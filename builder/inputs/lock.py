@@ -13,33 +13,34 @@ from typing import Callable
 
 from ..errors import LockError
 from ..state import atomic_write
-from .lockfile import Lock, check_lock, lock_path, pylock_path, read_lock
+from .lockfile import Lock, LockFile, check_locks, lock_path, pylock_path, read_locks
 from .profile import Profile, Target
 from .pylock import pylock_text
 
 
-def check_lock_files(profile: Profile, target: Target) -> Lock:
-    """``lock --check``: the lock matches the profile, and its pylock.toml the lock."""
-    lock = check_lock(profile, target)
+def check_lock_files(profile: Profile, target: Target) -> LockFile:
+    """``lock --check``: the lock matches the profile (every platform), and its pylock.toml the lock."""
+    locks = check_locks(profile, target)
     path = pylock_path(profile, target)
-    if not path.is_file() or path.read_text() != pylock_text(lock, target.index):
+    if not path.is_file() or path.read_text() != pylock_text(locks, target.index):
         raise LockError(f"{path}: {'missing' if not path.is_file() else 'does not match the lock'}",
                         f"run 'sglbuild lock {target.name}' (it rewrites it from the lock, no network needed)")
-    return lock
+    return locks
 
 
-def write_lock(profile: Profile, target: Target, lock: Lock) -> Path:
+def write_lock(profile: Profile, target: Target, locks: LockFile | Lock) -> Path:
     """Write the lock and its pylock.toml atomically: an interrupted or failed lock leaves the old files."""
+    locks = locks if isinstance(locks, LockFile) else LockFile.single(locks)
     path = lock_path(profile, target)
-    atomic_write(path, lock.to_json())
-    atomic_write(pylock_path(profile, target), pylock_text(lock, target.index))
+    atomic_write(path, locks.to_json())
+    atomic_write(pylock_path(profile, target), pylock_text(locks, target.index))
     return path
 
 
 @dataclass
 class Locked:
     path: Path
-    lock: Lock
+    lock: LockFile
     changes: list[str]  # one line per moved pin; [] when none moved
     resolved: bool  # False: the lock was up to date and kept (no network)
 
@@ -52,10 +53,10 @@ def lock_target(profile: Profile, target: Target, wheelhouse: Path, *, update: b
     allows. A failed resolution leaves the old files as they were.
     """
     try:
-        old: Lock | None = read_lock(profile, target)
+        old: LockFile | None = read_locks(profile, target)
     except LockError:
         old = None
-    if old is not None and not update and old.inputs == target.inputs_digest():
+    if old is not None and not update and old.inputs == target.inputs_digest() and sorted(old.locks) == sorted(target.platform_names):
         try:
             check_lock_files(profile, target)
         except LockError:
@@ -68,8 +69,18 @@ def lock_target(profile: Profile, target: Target, wheelhouse: Path, *, update: b
     return Locked(write_lock(profile, target, new), new, lock_changes(old, new), resolved=True)
 
 
-def lock_changes(old: Lock | None, new: Lock) -> list[str]:
-    """What moved between two locks, one line per package: versions, and hashes when only they changed."""
+def lock_changes(old: LockFile | None, new: LockFile) -> list[str]:
+    """What moved between two locks, one line per package (per platform where there are several)."""
+    lines = []
+    for platform, lock in sorted(new.locks.items()):
+        before = old.locks.get(platform) if old is not None else None
+        prefix = f"{platform}: " if new.multi else ""
+        lines += [prefix + line for line in _changes(before, lock)]
+    return lines
+
+
+def _changes(old: Lock | None, new: Lock) -> list[str]:
+    """What moved between two closures: versions, and hashes when only they changed."""
     if old is None:
         return [f"new lock: {len(new.wheels)} wheels, {len(new.debian)} Debian packages"]
     lines = []

@@ -17,7 +17,7 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from ..contracts import RESERVED_STAGE_NAMES
+from ..contracts import DEFAULT_PLATFORM, PLATFORMS, RESERVED_STAGE_NAMES
 from ..errors import ProfileError
 
 if sys.version_info >= (3, 11):
@@ -104,7 +104,9 @@ class Target:
     description: str
     image: str
     tag: str
-    gpu_arch: str
+    # Each platform the target's image is built for, with the GPU architectures that image must serve. A target
+    # without [platforms] is linux/amd64 for its one gpu_arch (and its lock keeps the single-platform format).
+    platforms: tuple[tuple[str, tuple[str, ...]], ...]
     source: str
     base: Base
     index: str
@@ -120,9 +122,31 @@ class Target:
     # reports them instead of failing. For optional backends a package ships, e.g. torchcodec's FFmpeg 4-7 cores.
     unloadable: tuple[tuple[str, str], ...] = ()
 
+    declares_platforms: bool = False  # [platforms] in the profile: a multi-platform lock and per-platform tags
+
     @property
     def human_tag(self) -> str:
         return f"{self.image}:{self.tag}"
+
+    @property
+    def platform_names(self) -> list[str]:
+        return [p for p, _ in self.platforms]
+
+    def archs(self, platform: str | None = None) -> tuple[str, ...]:
+        """The GPU architectures PLATFORM's image must serve (the first platform's when None)."""
+        table = dict(self.platforms)
+        return table[platform or self.platforms[0][0]]
+
+    @property
+    def gpu_arch(self) -> str:
+        """The first platform's architectures, as the image's label spells them (sm_100,sm_120)."""
+        return ",".join(self.archs())
+
+    def platform_tag(self, platform: str) -> str:
+        """IMAGE:TAG for a single-platform target; IMAGE:TAG-ARCH (sglang:blackwell-arm64) for each platform of a multi-platform one."""
+        if not self.declares_platforms:
+            return self.human_tag
+        return f"{self.human_tag}-{PLATFORMS[platform][2]}"
 
     def pins(self) -> list[Pin]:
         return [*self.tools, *(p for s in self.stages for p in s.requires)]
@@ -132,14 +156,17 @@ class Target:
         return any(p.pre for p in self.pins())
 
     def resolution_inputs(self) -> dict[str, Any]:
-        """What the lock depends on; serving flags, tags and smoke tests do not count."""
+        """What the lock depends on; serving flags, tags and smoke tests do not count (nor GPU architectures)."""
         base = asdict(self.base)
-        return {
+        inputs = {
             "base": base,
             "index": self.index,
             "tools": [asdict(p) for p in self.tools],
             "stages": [{"name": s.name, "requires": [asdict(p) for p in s.requires]} for s in self.stages],
         }
+        if self.declares_platforms:  # only where declared: other targets keep their inputs digest, so their locks
+            inputs["platforms"] = self.platform_names
+        return inputs
 
     def inputs_digest(self) -> str:
         blob = json.dumps(self.resolution_inputs(), sort_keys=True, separators=(",", ":"))
@@ -289,11 +316,9 @@ def _parse_target(name: str, r: _Reader) -> Target:
     """One [targets.NAME] table, part by part: identity, base, Python, stages, serving, checks, environment."""
     if not _NAME.match(name):
         raise r.fail("", f"target name {name!r} must be lowercase letters, digits, '.', '_' or '-'")
-    r.check_keys({"description", "image", "tag", "gpu_arch", "source", "base", "python", "stage", "serve", "smoke", "env",
-                  "require_native", "post_install", "unloadable"})
-    gpu_arch = r.get("gpu_arch", str, required=True)
-    if not _ARCH.match(gpu_arch):
-        raise r.fail("gpu_arch", f"{gpu_arch!r} is not an architecture like 'sm_120'")
+    r.check_keys({"description", "image", "tag", "gpu_arch", "platforms", "source", "base", "python", "stage", "serve", "smoke",
+                  "env", "require_native", "post_install", "unloadable"})
+    platforms = _parse_platforms(r)
     python = r.sub("python")
     python.check_keys({"index", "tools", "compile_bytecode"})
     checks = _parse_checks(r)
@@ -302,7 +327,8 @@ def _parse_target(name: str, r: _Reader) -> Target:
         description=r.get("description", str, ""),
         image=r.get("image", str, required=True),
         tag=r.get("tag", str, name),
-        gpu_arch=gpu_arch,
+        platforms=platforms,
+        declares_platforms="platforms" in r.table,
         source=r.get("source", str, ""),
         base=_parse_base(r.sub("base")),
         index=python.get("index", str, "https://pypi.org/simple"),
@@ -313,6 +339,28 @@ def _parse_target(name: str, r: _Reader) -> Target:
         env=_parse_env(r),
         **checks,
     )
+
+
+def _parse_platforms(r: _Reader) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """gpu_arch = "sm_120" (linux/amd64), or [platforms] "linux/arm64" = ["sm_100", "sm_121"], ... (not both)."""
+    if "platforms" not in r.table:
+        arch = r.get("gpu_arch", str, required=True)
+        if not _ARCH.match(arch):
+            raise r.fail("gpu_arch", f"{arch!r} is not an architecture like 'sm_120'")
+        return ((DEFAULT_PLATFORM, (arch,)),)
+    if "gpu_arch" in r.table:
+        raise r.fail("gpu_arch", "give either gpu_arch (one linux/amd64 image) or [platforms] (an architecture list per platform)")
+    table = r.get("platforms", dict)
+    if not table:
+        raise r.fail("platforms", "declares no platform")
+    out = []
+    for platform, archs in table.items():
+        if platform not in PLATFORMS:
+            raise r.fail("platforms", f"{platform!r} is not a platform sglbuild builds ({', '.join(PLATFORMS)})")
+        if not isinstance(archs, list) or not archs or not all(isinstance(a, str) and _ARCH.match(a) for a in archs):
+            raise r.fail("platforms", f"{platform}: give the GPU architectures its image must serve, e.g. [\"sm_100\", \"sm_121\"]")
+        out.append((platform, tuple(dict.fromkeys(archs))))
+    return tuple(out)
 
 
 def _parse_base(b: _Reader) -> Base:

@@ -25,22 +25,29 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from ..contracts import TOOLS
+from ..contracts import PLATFORMS, TOOLS
 from ..errors import IntegrityError, MissingFile, NetworkError, ResolutionError, ToolMissing
 from ..state import scratch
 from .hashing import sha256_file
-from .lockfile import Lock, Platform, Wheel
+from .lockfile import Lock, LockFile, Platform, Wheel
 from .profile import Pin, Profile, Target
 
 _INST = re.compile(r"^Inst (\S+) \((\S+) ")
 
 
-def resolve(profile: Profile, target: Target, wheelhouse: Path) -> Lock:
+def resolve(profile: Profile, target: Target, wheelhouse: Path) -> LockFile:
+    """Every platform's closure of TARGET: its Debian packages and its wheels, each for that platform."""
+    return LockFile(target.name, target.inputs_digest(), {p: resolve_platform(target, p, wheelhouse) for p in target.platform_names},
+                    multi=target.declares_platforms)
+
+
+def resolve_platform(target: Target, platform_name: str, wheelhouse: Path) -> Lock:
+    machine, debian_arch, _ = PLATFORMS[platform_name]
     if target.base.bootstrapped:
-        debian = resolve_debian(target)
-        platform = platform_from_debian(debian)
+        debian = resolve_debian(target, debian_arch)
+        platform = platform_from_debian(debian, machine)
     else:
-        debian, platform = {}, Platform(python=target.base.python or "3.11", glibc=target.base.glibc)
+        debian, platform = {}, Platform(python=target.base.python or "3.11", glibc=target.base.glibc, machine=machine)
     wheels = resolve_python(target, platform, wheelhouse)
     passed = passed_over(target, platform, wheelhouse, wheels)
     return Lock(
@@ -51,15 +58,16 @@ def resolve(profile: Profile, target: Target, wheelhouse: Path) -> Lock:
         debian=debian,
         wheels=wheels,
         base_image=target.base.image,
+        platform_name=platform_name,
     )
 
 
-def resolve_debian(target: Target) -> dict[str, str]:
-    """Every package (and version) a bootstrap of the base would install today."""
+def resolve_debian(target: Target, arch: str = "amd64") -> dict[str, str]:
+    """Every package (and version) a bootstrap of the base would install today, for Debian architecture ARCH."""
     if shutil.which("mmdebstrap") is None:
         raise ToolMissing("mmdebstrap is not installed", "apt-get install mmdebstrap")
     base = target.base
-    cmd = ["mmdebstrap", "-v", "--simulate", "--variant=minbase"]
+    cmd = ["mmdebstrap", "-v", "--simulate", "--variant=minbase", f"--architectures={arch}"]
     if base.packages:
         cmd.append("--include=" + ",".join(base.packages))
     cmd += [base.suite, "/dev/null", base.mirror]
@@ -80,14 +88,14 @@ def resolve_debian(target: Target) -> dict[str, str]:
     return packages
 
 
-def platform_from_debian(debian: dict[str, str]) -> Platform:
+def platform_from_debian(debian: dict[str, str], machine: str = "x86_64") -> Platform:
     py = [(n, v) for n, v in debian.items() if re.fullmatch(r"python3\.\d+", n)]
     if not py:
         raise ResolutionError("the base installs no CPython (python3.X)", "add python3 and python3-venv to [base] packages")
     if "libc6" not in debian:
         raise ResolutionError("the base has no libc6")
     upstream = lambda v: v.split(":")[-1].split("-")[0].split("+")[0]  # noqa: E731
-    return Platform(python=upstream(py[0][1]), glibc=upstream(debian["libc6"]))
+    return Platform(python=upstream(py[0][1]), glibc=upstream(debian["libc6"]), machine=machine)
 
 
 def target_environment(platform: Platform) -> dict[str, str]:

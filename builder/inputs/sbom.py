@@ -17,24 +17,26 @@ from cyclonedx.output.json import JsonV1Dot5
 from packageurl import PackageURL
 
 from .. import __version__
-from ..contracts import TOOLS
+from ..contracts import PLATFORMS, TOOLS
 from .lockfile import Lock
 from .profile import Target
 
 
 def sbom_json(target: Target, lock: Lock) -> str:
     """The SBOM text; the plan makes it once per build."""
-    bom = Bom(serial_number=uuid.uuid5(uuid.NAMESPACE_URL, f"sglbuild:{target.name}:{lock.digest}"))
+    # One image per platform: a multi-platform target's SBOMs are told apart by the platform (others keep their serial).
+    which = f"{target.name}:{lock.digest}" + (f":{lock.platform_name}" if target.declares_platforms else "")
+    bom = Bom(serial_number=uuid.uuid5(uuid.NAMESPACE_URL, f"sglbuild:{which}"))
     bom.metadata.timestamp = datetime.fromtimestamp(target.base.source_date_epoch, tz=timezone.utc)
     bom.metadata.component = Component(
         name=target.image, version=f"{target.tag}-{lock.digest[:12]}", type=ComponentType.CONTAINER,
-        bom_ref=f"image:{target.human_tag}",
+        bom_ref=f"image:{target.platform_tag(lock.platform_name)}",
         properties=[Property(name="sglbuild:lock-digest", value=f"sha256:{lock.digest}"),
                     Property(name="sglbuild:version", value=__version__)],
     )
     components: list[Component] = []
     for name, version in sorted(lock.debian.items()):
-        purl = PackageURL("deb", "debian", name, version, {"arch": "amd64", "distro": target.base.suite})
+        purl = PackageURL("deb", "debian", name, version, {"arch": PLATFORMS[lock.platform_name][1], "distro": target.base.suite})
         components.append(Component(name=name, version=version, type=ComponentType.LIBRARY, purl=purl, bom_ref=purl.to_string()))
     wheels = {w.name: w for w in lock.wheels if w.stage != TOOLS}  # tools run during the build only
     by_name: dict[str, Component] = {}

@@ -1,36 +1,50 @@
-"""Shipping images: push by digest (only verified images), and move a registry tag to a digest."""
+"""Shipping images: push by digest (only verified images), one index per multi-platform target, and moving a registry tag.
+
+- ``push IMAGE REPO``: the image, by its version tag; its digest is printed and recorded.
+- ``push TARGET REPO`` for a target with several platforms: each platform's image, then an OCI image
+  index over their manifests (by digest, with their platforms) under the version tag: a pull on either
+  machine gets its own image.
+- ``promote REF TAG``: the manifest or index REF names is put under TAG in the registry, once every image
+  it holds passed verify here; nothing is pulled.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..contracts import OCI_VERSION
+from ..contracts import OCI_VERSION, PLATFORMS
 from ..errors import InputError, NotVerified
-from ..oci import check_repo
+from ..oci import OCI_INDEX, Described, canonical, check_repo, describe, split_ref
 from ..state import record_push, verified
 
 if TYPE_CHECKING:
     from ..engine import Engine
+    from ..inputs.profile import Target
 
 
 @dataclass(frozen=True)
 class Pushed:
     image_id: str
     tag: str  # REPO:TAG
-    digest: str
+    digest: str  # the manifest's, or the index's
+    platforms: dict[str, str] = field(default_factory=dict)  # an index: platform -> its image's manifest digest
 
     @property
     def ref(self) -> str:
         return f"{self.tag.rpartition(':')[0]}@{self.digest}"
 
 
+def _require_verified(image_ref: str, image_id: str, force: bool) -> None:
+    if not force and verified(image_id) is None:
+        raise NotVerified(f"{image_ref} ({image_id[:19]}) has not passed 'sglbuild verify' on this machine",
+                          "verify it first, or push --force")
+
+
 def push(engine: Engine, image_ref: str, repo: str, force: bool = False) -> Pushed:
     check_repo(repo)
     image = engine.images.get(image_ref)
-    if not force and verified(image.id) is None:
-        raise NotVerified(f"{image_ref} ({image.id[:19]}) has not passed 'sglbuild verify' on this machine",
-                          "verify it first, or push --force")
+    _require_verified(image_ref, image.id, force)
     tag = image.labels.get(OCI_VERSION) or image.id.split(":")[1][:12]
     engine.images.tag(image.id, f"{repo}:{tag}")
     pushed = Pushed(image.id, f"{repo}:{tag}", engine.images.push(repo, tag))
@@ -38,27 +52,58 @@ def push(engine: Engine, image_ref: str, repo: str, force: bool = False) -> Push
     return pushed
 
 
-def pull(engine: Engine, ref: str) -> str:
-    """Pull REPO@sha256:... (if not already here); returns the image ID."""
-    image = engine.images.find(ref)
-    if image is not None:
-        return image.id
-    repo, _, digest = ref.partition("@")
+def push_index(engine: Engine, target: Target, repo: str, force: bool = False) -> Pushed:
+    """Every platform's image of TARGET, then one OCI image index over them, under the version tag."""
+    check_repo(repo)
+    images = {p: engine.images.get(target.platform_tag(p)) for p in target.platform_names}
+    for platform, image in images.items():
+        _require_verified(target.platform_tag(platform), image.id, force)
+    version = next(iter(images.values())).labels.get(OCI_VERSION) or target.tag
+    client, name = engine.registry(repo)
+    manifests, digests = [], {}
+    for platform, image in images.items():
+        arch = PLATFORMS[platform][2]
+        engine.images.tag(image.id, f"{repo}:{version}-{arch}")
+        digests[platform] = engine.images.push(repo, f"{version}-{arch}")
+        pushed = client.manifest(name, digests[platform])
+        if pushed is None:
+            raise NotVerified(f"{repo}@{digests[platform]} is not in the registry after its push")
+        manifests.append(pushed.descriptor(platform={"architecture": arch, "os": "linux"}))
+    index = canonical({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests})
+    digest = client.put_manifest(name, version, OCI_INDEX, index)
+    result = Pushed(",".join(i.id for i in images.values()), f"{repo}:{version}", digest, digests)
+    for image in images.values():
+        record_push(image.id, result.ref, result.tag)
+    return result
+
+
+def described(engine: Engine, ref: str) -> Described:
+    """What REF (REPO@sha256:...) names in its registry."""
+    repo, digest = split_ref(ref)
     if not digest.startswith("sha256:"):
         raise InputError(f"{ref!r} is not pinned by digest (REPO@sha256:...)")
-    return engine.images.pull(repo, digest).id
+    client, name = engine.registry(repo)
+    found = describe(client, name, digest)
+    if found is None:
+        raise InputError(f"the registry has no {ref}", "push it first ('sglbuild push')")
+    return found
 
 
 def promote(engine: Engine, ref: str, tag: str, require_gpu: bool = False) -> str:
-    """Point REPO:TAG in the registry at the image REF (by digest) — only once it passed verify. Returns REPO:TAG."""
-    image_id = pull(engine, ref)
-    record = verified(image_id)
-    if record is None or (require_gpu and not record["gpu"]):
-        what = "verify with --gpu require" if require_gpu else "verify"
-        raise NotVerified(f"{ref} has not passed '{what}' on this machine; the tag was not moved", f"run sglbuild {what} {ref}")
-    repo = ref.partition("@")[0]
-    engine.images.tag(image_id, f"{repo}:{tag}")
-    digest = engine.images.push(repo, tag)
-    if f"{repo}@{digest}" != ref:
-        raise NotVerified(f"{repo}:{tag} now names {digest}, not {ref}")
+    """Point REPO:TAG in the registry at what REF (by digest) names, once every image of it passed verify here."""
+    found = described(engine, ref)
+    top = found.top
+    for platform, manifest in found.images.items():
+        # An image's ID is its config's digest on the legacy image store, its manifest's on containerd's.
+        record = verified(found.configs[platform]) or verified(manifest.digest)
+        if record is None or (require_gpu and not record["gpu"]):
+            what = "verify with --gpu require" if require_gpu else "verify"
+            where = f" ({platform})" if len(found.images) > 1 else ""
+            raise NotVerified(f"{ref}{where} has not passed '{what}' on this machine; the tag was not moved",
+                              f"run sglbuild {what} {ref}" + (f" --platform {platform}" if where else ""))
+    repo = split_ref(ref)[0]
+    client, name = engine.registry(repo)
+    moved = client.put_manifest(name, tag, top.media_type, top.data)
+    if moved != top.digest:
+        raise NotVerified(f"{repo}:{tag} now names {moved}, not {top.digest}")
     return f"{repo}:{tag}"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..build.plan import Plan
 from ..build.stages import Built
+from ..state import atomic_write
 from ..ui import Reporter
 from .gate import gate
 
@@ -39,9 +40,14 @@ def release(engine: Engine, plan: Plan, built: Built, reporter: Reporter, out_di
     # tag already names passed someone's gate, maybe with other smoke commands).
     gated = gate(engine, plan, built.image_id, built.content_id, reporter)
     how = f"inherited from {gated.reused_from}" if gated.reused_from else "passed"
-    engine.images.tag(built.image_id, plan.human_tag)
-    sbom = out_dir / f"{plan.target.name}.cdx.json"
+    tags = [plan.human_tag]
+    if plan.target.declares_platforms and plan.platform == engine.platform:
+        tags.append(plan.target.human_tag)  # IMAGE:TAG names the image of this engine's own platform
+    for tag in tags:
+        engine.images.tag(built.image_id, tag)
+    suffix = f"-{plan.human_tag.rpartition('-')[2]}" if plan.target.declares_platforms else ""
+    sbom = out_dir / f"{plan.target.name}{suffix}.cdx.json"
     sbom.parent.mkdir(parents=True, exist_ok=True)
-    sbom.write_text(plan.sbom)
-    reporter.step("tag", "tagged", f"{plan.human_tag}  {immutable}")
+    atomic_write(sbom, plan.sbom)
+    reporter.step("tag", "tagged", f"{'  '.join(tags)}  {immutable}")
     return Released(plan.human_tag, immutable, str(sbom), how, gated.smoke, gated.verify)
