@@ -217,7 +217,7 @@ def fetch(ctx: Context, target: str | None, jobs: int, quiet: bool) -> None:
 
     lk = check_locks(ctx.profile, ctx.target(target))  # every platform's wheels
     result = run_fetch(lk, ctx.wheelhouse, Reporter(quiet=quiet), jobs=jobs)
-    click.echo(f"{ctx.wheelhouse}: {len(result.present) + len(result.downloaded)} of {len(lk.wheels)} wheels verified "
+    click.echo(f"{ctx.wheelhouse}: {len(result.present) + len(result.downloaded)} of {len(lk.files)} files verified "
                f"({len(result.downloaded)} downloaded, {result.bytes / 1e6:.0f} MB)")
 
 
@@ -349,27 +349,42 @@ def archs(paths: tuple[str, ...], target_arch: str | None, json_mode: bool) -> N
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "junit", "markdown"]), default="text", show_default=True,
               help="markdown: the feature table only, for documentation.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="Write the report here too.")
+@click.option("--key", "key_file", type=click.Path(dir_okay=False), default=None,
+              help="For REPO@sha256:...: check the attestations the registry holds with this public key (no layer is pulled "
+                   "when the image is not here).")
+@click.option("--require-attestation", is_flag=True, help="Fail when the registry holds no attestation of the image.")
 @pass_ctx
 @handled
 def verify(ctx: Context, image: str, run_args: tuple[str, ...], target_arch: str | None, lock_file: str | None, gpu: str,
-           model: str | None, fresh: bool, platform: str | None, fmt: str, output: str | None) -> None:
+           model: str | None, fresh: bool, platform: str | None, fmt: str, output: str | None, key_file: str | None,
+           require_attestation: bool) -> None:
     """Check that IMAGE can serve on its GPU architectures (static checks; GPU checks when a GPU is there).
 
     Any image: one sglbuild built (its labels and lock) or one made by hand (its ENTRYPOINT/CMD).
     RUN_ARGS, after --, are what you pass to docker run: verify parses the server command they make.
     """
+    from .check.attested import add_attestations, verify_attested
     from .check.verify import parse_archs, repository_lock
     from .check.verify import verify as run_verify
     from .inputs.lockfile import read_lock_file
+    from .sign import load_public
 
     archs = parse_archs(target_arch) if target_arch else None
     engine = ctx.engine
-    found = engine.image_for(image, platform)  # a digest not here: pulled (one platform of an index)
-    repo_lock = repository_lock(ctx.profile_or_none, found.labels, found.platform)
-    given = read_lock_file(Path(lock_file)) if lock_file else None
-    report = run_verify(engine, found.id, archs=archs, gpu=gpu, model=model, repo_lock=repo_lock, lock=given, fresh=fresh,
-                        run_args=list(run_args[1:] if run_args[:1] == ("--",) else run_args) if run_args else None)
-    report.subject = f"{image} ({found.platform})" if platform else image
+    attested = (key_file or require_attestation) and "@sha256:" in image
+    if attested and engine.images.find(image) is None:  # the registry's evidence alone: no layer pulled
+        report = verify_attested(engine, image, load_public(Path(key_file)) if key_file else None, platform or engine.platform,
+                                 required=require_attestation)
+    else:
+        found = engine.image_for(image, platform)  # a digest not here: pulled (one platform of an index)
+        repo_lock = repository_lock(ctx.profile_or_none, found.labels, found.platform)
+        given = read_lock_file(Path(lock_file)) if lock_file else None
+        report = run_verify(engine, found.id, archs=archs, gpu=gpu, model=model, repo_lock=repo_lock, lock=given, fresh=fresh,
+                            run_args=list(run_args[1:] if run_args[:1] == ("--",) else run_args) if run_args else None)
+        report.subject = f"{image} ({found.platform})" if platform else image
+        if attested:  # the probe ran, and the registry's attestations are checked beside it
+            add_attestations(engine, report, image, load_public(Path(key_file)) if key_file else None, found.platform,
+                             required=require_attestation)
     text = report.render(fmt)
     click.echo(text, nl=False)
     if output:
@@ -402,15 +417,19 @@ def diff(ctx: Context, image_a: str, image_b: str, semantic: bool, json_mode: bo
 @click.argument("image")
 @click.option("--write-lock", type=click.Path(dir_okay=False), help="Write the lock the image was built from here.")
 @click.option("--write-sbom", type=click.Path(dir_okay=False), help="Write the image's CycloneDX SBOM here.")
+@click.option("--key", "key_file", type=click.Path(dir_okay=False), default=None,
+              help="Check the signatures of the attestations the registry holds with this public key.")
 @pass_ctx
 @handled
-def inspect(ctx: Context, image: str, write_lock: str | None, write_sbom: str | None) -> None:
-    """Say how IMAGE was built; write its lock (to rebuild it) or SBOM back out."""
+def inspect(ctx: Context, image: str, write_lock: str | None, write_sbom: str | None, key_file: str | None) -> None:
+    """Say how IMAGE was built; write its lock (to rebuild it) or SBOM back out. REPO@sha256:... or REPO:TAG not on this
+    engine: as its registry holds it, with its attestations (no layer is pulled)."""
     from .errors import InputError
     from .check.inspect import inspect_image, inspect_remote
+    from .sign import load_public
 
     if ctx.engine.images.find(image) is None and "/" in image and any(c in image.split("/")[0] for c in ".:"):
-        remote = inspect_remote(ctx.engine, image)  # in its registry: no layer is pulled
+        remote = inspect_remote(ctx.engine, image, load_public(Path(key_file)) if key_file else None)
         click.echo(remote.text(), nl=False)
         if write_lock or write_sbom:
             raise InputError(f"{image} is not on this engine: its lock and SBOM are inside its layers", "pull it first")
@@ -429,21 +448,41 @@ def inspect(ctx: Context, image: str, write_lock: str | None, write_sbom: str | 
 @click.argument("image")
 @click.argument("repo", callback=lambda c, p, v: _repo(v))
 @click.option("--force", is_flag=True, help="Push even if the image has not passed verify here.")
+@click.option("--sign-key", type=click.Path(dir_okay=False), default=None,
+              help="Sign the attestations with this private key ('sglbuild keygen'); unsigned without it.")
 @pass_ctx
 @handled
-def push(ctx: Context, image: str, repo: str, force: bool) -> None:
-    """Push IMAGE (or a multi-platform TARGET: each platform's image and one image index) to REPO; print REPO@sha256:DIGEST."""
+def push(ctx: Context, image: str, repo: str, force: bool, sign_key: str | None) -> None:
+    """Push IMAGE (or a multi-platform TARGET: each platform's image and one image index) to REPO, each image with its
+    attestations (SBOM, provenance, verify report) attached; print REPO@sha256:DIGEST."""
+    from .check.attested import NAMES
     from .ship.registry import push as push_image
-    from .ship.registry import push_index
+    from .ship.registry import push_index, signing_for
 
+    signing = signing_for(ctx.engine, ctx.profile_or_none, Path(sign_key) if sign_key else None)
     if image in ctx.target_names() and ctx.target(image).declares_platforms:
-        pushed = push_index(ctx.engine, ctx.target(image), repo, force)
+        pushed = push_index(ctx.engine, ctx.target(image), repo, force, signing)
         for platform, digest in pushed.platforms.items():
             click.echo(f"pushed {platform}: {repo}@{digest}", err=True)
     else:
-        pushed = push_image(ctx.engine, image, repo, force)
+        pushed = push_image(ctx.engine, image, repo, force, signing)
+    for digest, attached in pushed.attached.items():
+        signer = f"signed by {attached[0].signed_by[:16]}" if attached and attached[0].signed_by else "unsigned"
+        click.echo(f"attested {digest[:19]}: {', '.join(NAMES.get(a.predicate_type, a.predicate_type) for a in attached)} ({signer})", err=True)
     click.echo(f"pushed {pushed.tag}", err=True)
     click.echo(pushed.ref)
+
+
+@cli.command()
+@click.option("--output", "-o", default="sglbuild", show_default=True, metavar="PREFIX",
+              help="Write PREFIX.key (private, mode 0600; encrypted when SGLBUILD_KEY_PASSWORD is set) and PREFIX.pub.")
+@handled
+def keygen(output: str) -> None:
+    """Make an Ed25519 key pair to sign attestations with ('push --sign-key', 'verify --key')."""
+    from .sign import keygen as make_keys
+
+    private, public = make_keys(Path(output))
+    click.echo(f"wrote {private} (keep it secret) and {public} (give it to whoever verifies)")
 
 
 @cli.command()

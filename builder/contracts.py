@@ -88,7 +88,18 @@ def platform_of_machine(machine: str) -> str:
 
 
 # -- the probe's replies ------------------------------------------------------------------------
-PROBE_VERSION = 5  # bumped when a reply's shape changes
+# Attestations attached to a pushed image (OCI referrers of its manifest): in-toto Statements in DSSE envelopes.
+IN_TOTO_STATEMENT = "https://in-toto.io/Statement/v1"
+PREDICATE_SBOM = "https://cyclonedx.org/bom"
+PREDICATE_PROVENANCE = "https://slsa.dev/provenance/v1"
+PREDICATE_VERIFY = "https://github.com/sglbuild/sglbuild/verify-report/v1"
+BUILD_TYPE = "https://github.com/sglbuild/sglbuild/build/v1"
+IN_TOTO = "application/vnd.in-toto+json"  # an in-toto statement: the DSSE payload's type
+ATTESTATION_ARTIFACT = IN_TOTO  # the referrer's artifactType
+DSSE_MEDIA_TYPE = "application/vnd.dsse.envelope.v1+json"  # its one layer
+PREDICATE_ANNOTATION = "in-toto.io/predicate-type"
+SIGNER_ANNOTATION = "io.sglbuild.signed-by"  # the key ID, a hint; the signature decides
+PROBE_VERSION = 6  # bumped when a reply's shape changes
 
 
 @dataclass
@@ -161,6 +172,9 @@ class StaticReply:
     runtime: Runtime
     lock: Optional[str]  # the text of LOCK_IN_IMAGE, if the image has one
     driver: Optional[Dict[str, Any]] = None  # where the loader would find the driver's libraries (builder.probe.loader)
+    # Per target architecture: the attention and sampling backends the image's SGLang picks itself for what the flags
+    # leave unset ({"attention_backend", "sampling_backend", "via"} or {"error"}); None without SGLang or targets.
+    defaults: Optional[Dict[str, Dict[str, Any]]] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -185,6 +199,7 @@ class StaticReply:
             runtime=Runtime(**d["runtime"]),
             lock=d["lock"],
             driver=d.get("driver"),
+            defaults=d.get("defaults"),
         )
 
 

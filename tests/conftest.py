@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from support import (CACHE, ROOT, UV_VERSION, PackageIndex, aarch64_so, engine_snapshot, left_behind, need_nvcc, nvcc_so,
-                     remove_left_behind)
+from support import (CACHE, ROOT, UV_VERSION, PackageIndex, aarch64_so, engine_snapshot, left_behind, multi_project, need_nvcc,
+                     nvcc_so, remove_left_behind)
 
 sys.path.insert(0, str(ROOT))
 
@@ -143,3 +143,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.network)
         if item.get_closest_marker("gpu") and not gpu_asked:
             item.add_marker(pytest.mark.skip(reason="needs an NVIDIA GPU: run 'pytest -m gpu' on a GPU machine"))
+
+
+@pytest.fixture(scope="session")
+def multi(tmp_path_factory, docker_client, uv_wheels, sm120_so, arm64_so):
+    """The small two-platform target (linux/amd64 for sm_120, linux/arm64 for sm_121), locked, fetched and built on
+    this engine (arm64 under emulation): the platforms' and the attestations' tests share its images."""
+    tmp = tmp_path_factory.mktemp("multi")
+    project, index = multi_project(tmp, uv_wheels, {"x86_64": sm120_so, "aarch64": arm64_so},
+                                   steps=(("lock",), ("fetch",), ("build", "--json")))
+    yield {"project": project, "index": index, "client": docker_client, "tmp": tmp}
+    index.stop()

@@ -50,7 +50,7 @@ class ServerArgs:
 
 
 def make_wheel(directory: Path, name: str, version: str, files: dict[str, bytes] | None = None,
-               requires: list[str] | None = None, tag: str = "py3-none-any") -> Path:
+               requires: list[str] | None = None, tag: str = "py3-none-any", executable: tuple[str, ...] = ()) -> Path:
     """Write a real, installable wheel (deterministic bytes for the same inputs)."""
     dist = name.replace("-", "_")
     files = dict(files or {f"{dist}/__init__.py": f"__version__ = {version!r}\n".encode()})
@@ -70,7 +70,7 @@ def make_wheel(directory: Path, name: str, version: str, files: dict[str, bytes]
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         for name_, data in files.items():
             zi = zipfile.ZipInfo(name_, date_time=(2025, 9, 18, 0, 0, 0))
-            zi.external_attr = 0o644 << 16
+            zi.external_attr = (0o755 if name_ in executable else 0o644) << 16
             zf.writestr(zi, data)
     return path
 
@@ -425,3 +425,65 @@ def fixture_lock(target, app_version: str = "1.0"):
         wheels=[w("sgltest-torch", "2.9.1", "torch", ("sgltest-dep",)), w("sgltest-dep", "1.2", "torch"),
                 w("sgltest-kernel", "0.3.21", "kernel"), w("sgltest-app", app_version, "app"), w("uv", "0.13.9", "tools")],
     )
+
+
+class RefusingRegistry:
+    """A proxy in front of a real registry that refuses what a locked-down registry refuses: artifact manifests (those
+    with a subject: attestations), with the registry's own error shape. Everything else passes through unchanged."""
+
+    def __init__(self, upstream: str, host: str = "127.0.0.1") -> None:
+        import http.server
+        import threading
+
+        import requests
+
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # noqa: D102 - quiet
+                pass
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    out = b""
+                    while (size := int(self.rfile.readline().strip() or b"0", 16)):
+                        out += self.rfile.read(size)
+                        self.rfile.readline()
+                    self.rfile.readline()
+                    return out
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _forward(self) -> None:
+                body = self._body()
+                if self.command == "PUT" and "/manifests/" in self.path and b'"subject"' in body:
+                    proxy.refused += 1
+                    data = b'{"errors":[{"code":"DENIED","message":"artifacts are not accepted here"}]}'
+                    self.send_response(403)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "transfer-encoding", "content-length")}
+                r = requests.request(self.command, f"http://{upstream}{self.path}", headers=headers, data=body, allow_redirects=False)
+                self.send_response(r.status_code)
+                for k, v in r.headers.items():
+                    if k.lower() not in ("transfer-encoding", "content-length", "connection", "content-encoding"):
+                        self.send_header(k, v.replace(upstream, proxy.address))
+                self.send_header("Content-Length", str(len(r.content)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(r.content)
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _forward  # noqa: N815
+
+        self.refused = 0
+        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
+        self.address = f"{host}:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

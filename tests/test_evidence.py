@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import asdict
 
 import pytest
 
 from builder.check.command import launch_server, server_command
 from builder.contracts import PROBE_VERSION, GpuCode, Outcome, Runtime, StaticReply
-from builder.check.features import derive, features
+from builder.check.command import ServerCommand
+from builder.check.features import derive, features, sglang_default
+from builder.check.report import Report
+from builder.check.verify import check_flags
 from builder.check.gpucode import ImageGpuCode
 from builder.inputs.flags import server_flags
 from builder.inputs.profile import COMPAT
@@ -83,6 +87,85 @@ def test_derive_takes_the_fastest_proven_configuration_and_falls_back():
     assert derive(rows_of(reply(triton_ok=False, torch_arch="sm_90"))) == COMPAT  # nothing proven: the field report's flags
     assert server_flags(fallback, "0.5.9", address=False) == ["--disable-custom-all-reduce", "--attention-backend", "torch_native",
                                                                "--sampling-backend", "pytorch"]
+
+
+# SGLang 0.5.23's --attention-backend choices (its arg_groups/choices.py), and 0.5.x's cutlass_mla.
+SGLANG_0523_BACKENDS = ["triton", "torch_native", "flex_attention", "dsa", "nsa", "qsa", "dsv4", "compressed", "fa3", "fa4",
+                        "flashinfer", "llada2_cfg_flashinfer", "flashmla", "trtllm_mla", "cutedsl_mla", "tokenspeed_mla",
+                        "trtllm_mha", "hpc_ops", "minicpm_flashattn", "minicpm_flashinfer", "aiter", "wave", "intel_amx",
+                        "ascend", "intel_xpu", "cutlass_mla"]
+
+
+def blackwell_reply(jit_ok: bool = True, cubins: tuple[str, ...] = (), defaults: dict | None = None) -> StaticReply:
+    """A CUDA 13 image like `blackwell`: FlashInfer with (or without) its JIT toolchain, flash-attn-4, no flashinfer-cubin."""
+    r = reply()
+    r.dists = {"sglang": "0.5.23", "flashinfer-python": "0.7.2", "flash-attn-4": "4.0.0b36", "nvidia-cutlass-dsl": "4.8.0"}
+    r.libraries = [lib for lib in r.libraries if "flashinfer_cubin" not in lib.path]
+    r.libraries += [GpuCode(f"/sp/flashinfer_cubin/cubins/{a}.cubin", [a], [], 1, 0, "cubin") for a in cubins]
+    r.server_options = {**r.server_options, "attention_backend": SGLANG_0523_BACKENDS}
+    fi = {"ok": True, "module": "batch decode (bf16, paged KV, head dim 128)", "sass": ["sm_100a", "sm_120f"]} if jit_ok \
+        else {"ok": False, "error": "no JIT toolchain: cxx missing"}
+    r.jit = {a: {"triton": r.jit["sm_120"]["triton"], "flashinfer": fi} for a in ("sm_90", "sm_100", "sm_120", "sm_121")}
+    r.defaults = defaults
+    return r
+
+
+@pytest.mark.parametrize("arch", ["sm_90", "sm_100", "sm_120", "sm_121"])
+def test_every_backend_the_locked_sglang_offers_has_a_rule_or_a_stated_reason(arch):
+    rows = table(blackwell_reply(), arch)
+    assert [b for b in SGLANG_0523_BACKENDS if "no evidence rule" in rows[f"attention {b}"].evidence] == []
+    unknown = {b: rows[f"attention {b}"].evidence for b in SGLANG_0523_BACKENDS if rows[f"attention {b}"].available is None}
+    assert set(unknown) <= {"dsa", "nsa", "qsa", "dsv4", "compressed", "fa4", "cutedsl_mla", "tokenspeed_mla", "hpc_ops"}
+    assert all(("model family" in why or "CuTe DSL" in why or "Hopper" in why) for why in unknown.values())
+
+
+def test_trtllm_mha_follows_the_code_xqa_jit_on_sm90_and_sm12x_trtllm_gen_cubins_on_sm100():
+    rows = {a: table(blackwell_reply(), a) for a in ("sm_90", "sm_100", "sm_120", "sm_121")}
+    for arch in ("sm_90", "sm_120", "sm_121"):
+        f = rows[arch]["attention trtllm_mha"]
+        assert f.available and f"XQA decode and fmha_v2 prefill on {arch} is JIT-compiled by FlashInfer" in f.evidence
+    sm100 = rows["sm_100"]["attention trtllm_mha"]
+    assert sm100.available is False and "no flashinfer-cubin" in sm100.evidence
+    assert table(blackwell_reply(cubins=("sm_100a",)), "sm_100")["attention trtllm_mha"].available
+    assert rows["sm_120"]["attention trtllm_mla"].available and rows["sm_90"]["attention trtllm_mla"].available is False
+    no_compiler = table(blackwell_reply(jit_ok=False), "sm_120")
+    assert no_compiler["attention trtllm_mha"].available is False and "cxx missing" in no_compiler["attention trtllm_mha"].evidence
+    assert rows["sm_120"]["attention fa3"].available is False and "SM8x/SM90" in rows["sm_120"]["attention fa3"].evidence
+    assert rows["sm_120"]["attention cutedsl_mla"].available is False and rows["sm_120"]["attention cutlass_mla"].available is False
+
+
+def test_derive_takes_sglangs_own_pick_where_the_evidence_proves_it():
+    picks = {"sm_120": {"attention_backend": "flashinfer", "sampling_backend": "flashinfer"},
+             "sm_100": {"attention_backend": "trtllm_mha", "sampling_backend": "flashinfer"}}
+    r = blackwell_reply(defaults=picks)
+    assert derive(rows_of(r, "sm_120"), sglang_default(r, ["sm_120"])).attention_backend == "flashinfer"
+    assert derive(rows_of(r, "sm_100"), sglang_default(r, ["sm_100"])).attention_backend == "flashinfer"  # trtllm-gen: no cubins
+    with_cubins = blackwell_reply(cubins=("sm_100a",), defaults=picks)
+    assert derive(rows_of(with_cubins, "sm_100"), sglang_default(with_cubins, ["sm_100"])).attention_backend == "trtllm_mha"
+    assert sglang_default(r, ["sm_100", "sm_120"]) is None  # they disagree: the evidence's order decides
+
+
+def flags_verdict(r: StaticReply, flags: list[str], arch: str = "sm_120") -> dict:
+    parsed = {"attention_backend": None, "sampling_backend": None, "disable_cuda_graph": False, "tp_size": 1}
+    for name, value in zip(flags[::2], flags[1::2]):
+        parsed[name.lstrip("-").replace("-", "_")] = value
+    r.flags = Outcome(True, parsed)
+    report = Report("verify", "img", archs=[arch])
+    check_flags(report, r, ServerCommand(["--model-path", "m", *flags], "the given command"), {arch: rows_of(r, arch)})
+    return asdict(report.checks[0])
+
+
+def test_backends_left_to_sglang_are_judged_as_sglang_picks_them_on_the_architecture():
+    picks = {"sm_120": {"attention_backend": "flashinfer", "sampling_backend": "flashinfer"}}
+    broken = flags_verdict(blackwell_reply(jit_ok=False, defaults=picks), [])
+    assert broken["status"] == "fail" and "attention flashinfer (SGLang picks it: no flag names one): " in broken["detail"]
+    assert "cxx missing" in broken["detail"]
+    fine = flags_verdict(blackwell_reply(defaults=picks), [])
+    assert fine["status"] == "pass" and "SGLang's own choice on sm_120: attention flashinfer, sampling flashinfer" in fine["detail"]
+    named = flags_verdict(blackwell_reply(jit_ok=False, defaults=picks), ["--attention-backend", "triton", "--sampling-backend", "pytorch"])
+    assert named["status"] == "pass" and "SGLang's own choice" not in named["detail"]
+    unknown = flags_verdict(blackwell_reply(defaults={"sm_120": {"error": "no GPU"}}), [])
+    assert unknown["status"] == "warn" and "not known: no GPU" in unknown["detail"]
 
 
 # -- engine: an image made without sglbuild ---------------------------------------------------

@@ -9,18 +9,9 @@ import re
 
 import pytest
 
-from support import MULTI, TEST_IMAGE, multi_project, run_cli
+from support import MULTI, TEST_IMAGE, run_cli
 
 pytestmark = pytest.mark.engine
-
-
-@pytest.fixture(scope="module")
-def multi(tmp_path_factory, docker_client, uv_wheels, sm120_so, arm64_so):
-    tmp = tmp_path_factory.mktemp("multi")
-    project, index = multi_project(tmp, uv_wheels, {"x86_64": sm120_so, "aarch64": arm64_so},
-                                   steps=(("lock",), ("fetch",), ("build", "--json")))
-    yield {"project": project, "index": index, "client": docker_client, "tmp": tmp}
-    index.stop()
 
 
 def image_of(client, tag: str):

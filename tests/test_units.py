@@ -22,7 +22,7 @@ from builder.inputs.profile import load_profile
 from builder.inputs.resolve import _assign_stages
 from builder.check.report import Report
 from builder.check.gpucode import ImageGpuCode, coverage
-from builder.check.verify import _check_environment, _check_flags, _check_pins
+from builder.check.verify import _check_environment, check_flags, _check_pins
 from support import small_profile, tar_bytes
 
 # -- the classic builder's progress stream ---------------------------------------------------
@@ -83,7 +83,7 @@ def test_required_library_without_target_sass_fails_gpu_code():
 
 def test_rejected_flags_fail_with_the_parsers_reason():
     report = Report("verify", "img", "sha256:x", ["sm_120"])
-    _check_flags(report, reply(flags=Outcome(False, None, "error: unrecognized arguments: --disable-flashinfer")),
+    check_flags(report, reply(flags=Outcome(False, None, "error: unrecognized arguments: --disable-flashinfer")),
                  ServerCommand(["--disable-flashinfer"], "its ENTRYPOINT/CMD"), {"sm_120": []})
     assert report.checks[0].status == "fail" and report.checks[0].detail.endswith("unrecognized arguments: --disable-flashinfer")
 
@@ -92,7 +92,7 @@ def test_a_flag_that_selects_a_backend_without_code_fails():
     report = Report("verify", "img", "sha256:x", ["sm_120"])
     rows = [Feature("attention fa3", False, "sgl_kernel/flash_ops.abi3.so: sm_80 sm_86 sm_90a, no sm_120 SASS")]
     parsed = Outcome(True, {"attention_backend": "fa3", "disable_custom_all_reduce": True, "disable_cuda_graph": True})
-    _check_flags(report, reply(flags=parsed), ServerCommand(["--attention-backend", "fa3"], "its CMD"), {"sm_120": rows})
+    check_flags(report, reply(flags=parsed), ServerCommand(["--attention-backend", "fa3"], "its CMD"), {"sm_120": rows})
     assert report.checks[0].status == "fail" and "attention fa3: sgl_kernel/flash_ops.abi3.so" in report.checks[0].detail
 
 

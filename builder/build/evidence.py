@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .. import __version__
-from ..check.features import derive, features, on_every
+from ..contracts import PROBE_VERSION
+from ..check.features import derive, features, on_every, sglang_default
 from ..check.gpucode import ImageGpuCode
 from ..check.static import static_reply
 from ..inputs.flags import server_flags
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 
 def _key(plan: Plan) -> str:
-    return f"{__version__}:{plan.evidence_stage.key}:{','.join(plan.archs)}"
+    return f"{__version__}:{PROBE_VERSION}:{plan.evidence_stage.key}:{','.join(plan.archs)}"
 
 
 def cached(plan: Plan) -> tuple[str, ...] | None:
@@ -40,7 +41,7 @@ def derived_flags(engine: Engine, image: str, archs: tuple[str, ...], sglang_ver
     reply = static_reply(engine, engine.images.get(image).id, list(archs), None)
     code = ImageGpuCode.of(reply)
     rows = on_every({arch: features(reply, code, arch) for arch in archs})
-    return tuple(server_flags(derive(rows), sglang_version)), rows
+    return tuple(server_flags(derive(rows, sglang_default(reply, archs)), sglang_version)), rows
 
 
 def complete(engine: Engine, plan: Plan, evidence_image: str, reporter: Reporter, *, fresh: bool = False) -> Plan:

@@ -53,7 +53,7 @@ from ..contracts import (
 )
 from ..errors import InputError
 from ..inputs.flags import server_flags
-from ..inputs.lockfile import Lock, Wheel
+from ..inputs.lockfile import Deb, Lock, Wheel
 from ..inputs.profile import Target
 from ..inputs.sbom import sbom_json
 from .helpers_wheel import helpers_wheel
@@ -66,6 +66,8 @@ class StageSpec:
     kind: str  # contracts.STAGE_SYSTEM | STAGE_WHEELS | STAGE_FINAL
     parent: str  # the image it builds FROM: the base, or the previous stage's tag (its name in the whole file)
     wheels: tuple[Wheel, ...] = ()
+    debs: tuple[Deb, ...] = ()  # Debian packages it installs first
+    cuda_home: str | None = None  # where it lays out a CUDA toolkit from the venv's NVIDIA wheels
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,8 @@ class Plan:
 def stage_specs(target: Target, lock: Lock) -> list[StageSpec]:
     """The build's stages in order: system, one per [[stage]], final (parents filled in by make_plan)."""
     specs = [StageSpec(STAGE_SYSTEM, STAGE_SYSTEM, "")]
-    specs += [StageSpec(s.name, STAGE_WHEELS, "", tuple(lock.stage_wheels(s.name))) for s in target.stages]
+    specs += [StageSpec(s.name, STAGE_WHEELS, "", tuple(lock.stage_wheels(s.name)), tuple(lock.stage_debs(s.name)), s.cuda_home)
+              for s in target.stages]
     return specs + [StageSpec(STAGE_FINAL, STAGE_FINAL, "")]
 
 
@@ -252,6 +255,7 @@ def make_plan(target: Target, lock: Lock, revision: str, *, reproducible: bool =
         "final_files": final_files, "post_install": list(target.post_install),
         "entrypoint": ENTRYPOINT_IN_IMAGE if flags else "", "buildkit": builder == "buildkit",
         "buildkit_port": BUILDKIT_WHEELHOUSE_PORT,
+        "site_packages": f"{VENV}/lib/python{lock.platform.python_short}/site-packages",
     }
     base = f"{repo}:base" if repo else base_ref(target, lock)
     stages: list[PlannedStage] = []

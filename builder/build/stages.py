@@ -169,7 +169,7 @@ def _classic_builder(engine: Engine, plan: Plan, wheelhouse: Path, fresh: bool, 
                      reporter: Reporter) -> Iterator[Callable[[PlannedStage], str]]:
     """The classic builder: each step reads the wheelhouse from this host over the build's internal network."""
     network, gateway, subnet = engine.networks.build_network()
-    with WheelServer(wheelhouse, plan.lock.wheels, gateway, {f.url_path: f.data for f in plan.served}, allowed=subnet) as server:
+    with WheelServer(wheelhouse, plan.lock.files, gateway, {f.url_path: f.data for f in plan.served}, allowed=subnet) as server:
         platform = plan.platform if plan.platform != engine.platform else None
         yield lambda stage: engine.builds.classic(
             stage.dockerfile, stage.name, network=network, nocache=fresh, platform=platform,
@@ -203,10 +203,10 @@ def _buildkit_builder(engine: Engine, plan: Plan, wheelhouse: Path, fresh: bool,
 
 
 def served_dir(plan: Plan, stage: PlannedStage, wheelhouse: Path, where: Path) -> Path:
-    """What STAGE's steps may read, and nothing else: its wheels and the build's tools (hard links), the build's files."""
+    """What STAGE's steps may read, and nothing else: its wheels, its Debian packages and the build's tools (hard links), the build's files."""
     where.mkdir(parents=True)
     tools = [w for w in plan.lock.wheels if w.stage == TOOLS]
-    for w in (*stage.spec.wheels, *tools):
+    for w in (*stage.spec.wheels, *stage.spec.debs, *tools):
         try:
             os.link(wheelhouse / w.filename, where / w.filename)
         except OSError:  # another filesystem: copy
@@ -265,7 +265,7 @@ def _layer_stages(engine: Engine, built: Built) -> list[str]:
 def _check_disk(engine: Engine, plan: Plan, wheelhouse: Path, todo: list[PlannedStage]) -> None:
     """Refuse to start a build that cannot fit: installed wheels take about 2.5x their size."""
     stages = {s.name for s in todo}
-    need = sum((wheelhouse / w.filename).stat().st_size for w in plan.lock.wheels if w.stage in stages)
+    need = sum((wheelhouse / w.filename).stat().st_size for w in plan.lock.files if w.stage in stages)
     need = int(need * 2.5) + (512 << 20)
     try:
         free = shutil.disk_usage(engine.root_dir).free

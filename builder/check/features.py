@@ -18,20 +18,30 @@ from ..inputs.profile import COMPAT, Serve
 from ..probe.fatbin import verdict
 from .gpucode import ImageGpuCode
 
-# Attention backends, fastest first, that derive may choose on NVIDIA GPUs. FlashAttention 3 first: it
-# carries SASS for Hopper only, where SGLang itself picks it by default; on sm_120 it never has code.
+# Attention backends, fastest first, that derive may choose on NVIDIA GPUs when SGLang's own pick for the GPU is not
+# proven. FlashAttention 3 first: it carries SASS for Hopper only, where SGLang itself picks it by default.
 ATTENTION_PREFERENCE = ("fa3", "flashinfer", "triton", "torch_native")
 # Which libraries a precompiled backend runs on (globs under site-packages).
 BACKEND_LIBRARIES = {
     "torch_native": ["torch/lib/libtorch_cuda.so"],
     "fa3": ["sgl_kernel/*flash_ops*.so"],
     "dual_chunk_flash_attn": ["sgl_kernel/*flash_ops*.so"],  # FlashAttention 3's kernels, in chunks
-    "flashmla": ["sgl_kernel/*flashmla_ops*.so"],
+    "minicpm_flashattn": ["sgl_kernel/*flash_ops*.so"],  # MiniCPM's sparse attention over FlashAttention 3
+    "flashmla": ["sgl_kernel/*flashmla_ops*.so", "flash_mla/*.so"],  # in sgl_kernel until 0.3, sgl-flash-mla since
 }
-# Backends that run FlashInfer's trtllm-gen kernels, which ship only as precompiled cubins.
-CUBIN_BACKENDS = ("trtllm_mha", "trtllm_mla")
+# Backends that run on FlashInfer's kernels as the flashinfer backend does (its JIT, or its cubins).
+FLASHINFER_BACKENDS = ("flashinfer", "minicpm_flashinfer", "llada2_cfg_flashinfer")
 FLASHINFER_CUBINS = "flashinfer_cubin/*"
 NOT_NVIDIA = {"aiter", "wave", "ascend", "intel_amx", "intel_xpu", "cpu"}
+# Model-specific backends: SGLang selects them for one model family, on kernels of their own (DeepSeek's sparse
+# attention over FlashMLA and TileLang, DeepSeek V4's compressed attention). What they run on depends on the model.
+MODEL_SPECIFIC = {"dsa": "DeepSeek V3.2's sparse attention", "nsa": "DeepSeek V3.2's sparse attention (old name of dsa)",
+                  "qsa": "Qwen's sparse attention", "dsv4": "DeepSeek V4's compressed attention",
+                  "compressed": "DeepSeek V4's compressed attention (old name of dsv4)"}
+
+
+def _major(arch: str) -> int:
+    return int("".join(c for c in arch if c.isdigit())) // 10
 
 
 @dataclass(frozen=True)
@@ -47,8 +57,8 @@ class Feature:
 
 def _library_evidence(code: ImageGpuCode, globs: list[str], arch: str) -> tuple[bool | None, str]:
     hits = code.matching(globs)
-    if not hits:
-        return None, f"no {' or '.join(globs)} in the image"
+    if not hits:  # the backend's library is not installed: nothing to run
+        return False, f"no {' or '.join(globs)} in the image"
     bad = {rel: c for rel, c in hits.items() if verdict(c, arch) != "native"}
     if bad:
         rel, c = sorted(bad.items())[0]
@@ -78,13 +88,55 @@ def _flashinfer(reply: StaticReply, code: ImageGpuCode, arch: str) -> tuple[bool
     return False, f"{held}, none for {arch}; {why}"
 
 
-def _flashinfer_cubins(code: ImageGpuCode, arch: str) -> tuple[bool | None, str]:
+def _flashinfer_cubins(code: ImageGpuCode, arch: str, what: str) -> tuple[bool | None, str]:
+    """WHAT runs FlashInfer's trtllm-gen kernels, which ship only as precompiled cubins (the flashinfer-cubin wheel)."""
     cubins = code.matching([FLASHINFER_CUBINS])
     if not cubins:
-        return False, "no FlashInfer cubins in the image (trtllm-gen kernels ship only as cubins)"
+        return False, (f"{what} on {arch} runs trtllm-gen kernels, which ship only as cubins: the image has no flashinfer-cubin "
+                       "(FlashInfer downloads them at first use, which a server without the network cannot)")
     ready = sum(verdict(c, arch) == "native" for c in cubins.values())
     archs = ", ".join(sorted({a for c in cubins.values() for a in c.sass}))
-    return ready > 0, f"trtllm-gen kernels are FlashInfer cubins: {ready} of {len(cubins)} for {arch} ({archs})"
+    return ready > 0, f"{what} on {arch} runs trtllm-gen kernels, FlashInfer cubins: {ready} of {len(cubins)} for {arch} ({archs})"
+
+
+def _flashinfer_jit_backend(flashinfer: tuple[bool | None, str], arch: str, what: str) -> tuple[bool | None, str]:
+    """WHAT on ARCH runs kernels FlashInfer compiles at first use (XQA and fmha_v2): its JIT toolchain's evidence."""
+    ok, why = flashinfer
+    return ok, f"{what} on {arch} is JIT-compiled by FlashInfer: {why}"
+
+
+def _trtllm_mha(reply: StaticReply, code: ImageGpuCode, arch: str, flashinfer: tuple[bool | None, str]) -> tuple[bool | None, str]:
+    # SGLang's trtllm_mha backend: XQA decode and fmha_v2 prefill on SM90 and SM12x (both FlashInfer JIT modules),
+    # trtllm-gen decode and context kernels on SM100/SM103/SM110 (cubins).
+    if "flashinfer-python" not in reply.dists:
+        return False, "FlashInfer is not installed"
+    if _major(arch) in (9, 12):
+        return _flashinfer_jit_backend(flashinfer, arch, "XQA decode and fmha_v2 prefill")
+    if _major(arch) in (10, 11):
+        return _flashinfer_cubins(code, arch, "trtllm_mha")
+    return False, f"trtllm_mha runs on SM90, SM100-SM110 and SM12x, not {arch}"
+
+
+def _trtllm_mla(reply: StaticReply, code: ImageGpuCode, arch: str, flashinfer: tuple[bool | None, str]) -> tuple[bool | None, str]:
+    # XQA's MLA kernel (a FlashInfer JIT module for SM12x only) on SM12x; trtllm-gen's MLA cubins on SM100.
+    if "flashinfer-python" not in reply.dists:
+        return False, "FlashInfer is not installed"
+    if _major(arch) == 12:
+        return _flashinfer_jit_backend(flashinfer, arch, "XQA MLA decode")
+    if _major(arch) in (10, 11):
+        return _flashinfer_cubins(code, arch, "trtllm_mla")
+    return False, f"trtllm_mla runs on SM100 and SM12x, not {arch}"
+
+
+def _cute_dsl(reply: StaticReply, arch: str, dist: str, what: str, majors: tuple[int, ...]) -> tuple[bool | None, str]:
+    """A backend of CuTe DSL kernels (compiled from Python at first use by nvidia-cutlass-dsl, for the GPU it finds)."""
+    if dist not in reply.dists:
+        return False, f"{dist} is not installed"
+    if _major(arch) not in majors:
+        return False, f"{what} has kernels for SM{'/SM'.join(str(m) + 'x' for m in majors)}, not {arch}"
+    dsl = reply.dists.get("nvidia-cutlass-dsl", "absent")
+    return None, (f"{what} ({dist} {reply.dists[dist]}) is CuTe DSL compiled at first use (nvidia-cutlass-dsl {dsl}): "
+                  "its compiler asks the GPU, so there is no evidence without one")
 
 
 def _triton(reply: StaticReply, arch: str) -> tuple[bool | None, str]:
@@ -97,28 +149,54 @@ def _triton(reply: StaticReply, arch: str) -> tuple[bool | None, str]:
     return False, f"Triton {answer.get('triton', '')}: {answer.get('error')}".replace("Triton : ", "")
 
 
+def attention_evidence(reply: StaticReply, code: ImageGpuCode, arch: str, backend: str,
+                       torch: tuple[bool | None, str], flashinfer: tuple[bool | None, str]) -> tuple[bool | None, str]:
+    """Whether attention BACKEND runs on ARCH, and why: each rule follows what the locked SGLang runs for it."""
+    if backend in NOT_NVIDIA:
+        return False, "not an NVIDIA backend"
+    if backend in ("fa3", "minicpm_flashattn", "dual_chunk_flash_attn") and _major(arch) not in (8, 9):
+        ok, why = _library_evidence(code, BACKEND_LIBRARIES[backend], arch)
+        return False, f"FlashAttention 3 is for SM8x/SM90 (SGLang refuses fa3 elsewhere): {why}"
+    if backend in BACKEND_LIBRARIES:
+        return _library_evidence(code, BACKEND_LIBRARIES[backend], arch)
+    if backend == "triton":
+        return _triton(reply, arch)
+    if backend == "flex_attention":  # torch's flex attention is compiled by Triton at run time
+        ok, why = _triton(reply, arch)
+        return (ok and torch[0], f"torch.compile through Triton: {why}") if ok is not None else (ok, why)
+    if backend in FLASHINFER_BACKENDS:
+        return flashinfer
+    if backend == "trtllm_mha":
+        return _trtllm_mha(reply, code, arch, flashinfer)
+    if backend == "trtllm_mla":
+        return _trtllm_mla(reply, code, arch, flashinfer)
+    if backend == "fa4":
+        return _cute_dsl(reply, arch, "flash-attn-4", "FlashAttention 4", (9, 10, 11, 12))
+    if backend in ("cutedsl_mla", "tokenspeed_mla"):
+        return _cute_dsl(reply, arch, "flash-attn-4", "the CuTe DSL MLA kernels", (10,))
+    if backend == "cutlass_mla":  # sgl_kernel's CUTLASS MLA decode, built for SM100 only
+        if _major(arch) != 10:
+            return False, f"sgl_kernel's CUTLASS MLA kernels are for SM100, not {arch}"
+        return _library_evidence(code, ["sgl_kernel/*/common_ops*.so", "sgl_kernel/common_ops*.so"], arch)
+    if backend == "hpc_ops":
+        if "hpc-ops" not in reply.dists:
+            return False, "HPC-Ops (Hopper only) is not installed"
+        return (None, "HPC-Ops is for Hopper (SM90)") if _major(arch) == 9 else (False, f"HPC-Ops is for Hopper (SM90), not {arch}")
+    if backend in MODEL_SPECIFIC:
+        return None, f"{MODEL_SPECIFIC[backend]}: SGLang selects it for that model family, on kernels of its own; not judged"
+    return None, "sglbuild has no evidence rule for it: never chosen by derive"
+
+
 def features(reply: StaticReply, code: ImageGpuCode, arch: str) -> list[Feature]:
     """The feature table for ARCH, from one static probe (with its JIT probe) of the image."""
     options = reply.server_options or {}
     rows: list[Feature] = []
-    torch_ok, torch_why = _library_evidence(code, BACKEND_LIBRARIES["torch_native"], arch)
-    flashinfer_ok, flashinfer_why = _flashinfer(reply, code, arch)
+    torch = _library_evidence(code, BACKEND_LIBRARIES["torch_native"], arch)
+    torch_ok, torch_why = torch
+    flashinfer = _flashinfer(reply, code, arch)
+    flashinfer_ok, flashinfer_why = flashinfer
     for backend in options.get("attention_backend", []):
-        if backend in BACKEND_LIBRARIES:
-            ok, why = _library_evidence(code, BACKEND_LIBRARIES[backend], arch)
-        elif backend == "triton":
-            ok, why = _triton(reply, arch)
-        elif backend == "flex_attention":  # torch's flex attention is compiled by Triton at run time
-            ok, why = _triton(reply, arch)
-            ok, why = (ok and torch_ok, f"torch.compile through Triton: {why}") if ok is not None else (ok, why)
-        elif backend in CUBIN_BACKENDS:
-            ok, why = _flashinfer_cubins(code, arch)
-        elif backend == "flashinfer":
-            ok, why = flashinfer_ok, flashinfer_why
-        elif backend in NOT_NVIDIA:
-            ok, why = False, "not an NVIDIA backend"
-        else:
-            ok, why = None, "sglbuild has no evidence rule for it: never chosen by derive"
+        ok, why = attention_evidence(reply, code, arch, backend, torch, flashinfer)
         rows.append(Feature(f"attention {backend}", ok, why))
     for backend in options.get("sampling_backend", []):
         if backend == "flashinfer":
@@ -160,10 +238,18 @@ def on_every(tables: dict[str, list[Feature]]) -> list[Feature]:
     return out
 
 
-def derive(rows: list[Feature]) -> Serve:
-    """The fastest settings every kernel of which has proven code for the target (by the table)."""
+def sglang_default(reply: StaticReply, archs: list[str] | tuple[str, ...]) -> str | None:
+    """The attention backend the image's SGLang itself picks on every one of ARCHS, when they agree (None otherwise)."""
+    picks = {(reply.defaults or {}).get(arch, {}).get("attention_backend") for arch in archs}
+    return picks.pop() if len(picks) == 1 else None
+
+
+def derive(rows: list[Feature], sglang_pick: str | None = None) -> Serve:
+    """The fastest settings every kernel of which has proven code for the target (by the table): SGLang's own pick for
+    the GPU (SGLANG_PICK) where the evidence proves it, else the fastest proven of ATTENTION_PREFERENCE."""
     available = {f.name for f in rows if f.available}
-    attention = next((b for b in ATTENTION_PREFERENCE if f"attention {b}" in available), None)
+    preference = ((sglang_pick,) if sglang_pick else ()) + ATTENTION_PREFERENCE
+    attention = next((b for b in preference if f"attention {b}" in available), None)
     if attention is None:
         return COMPAT
     return Serve(

@@ -25,9 +25,12 @@ from ..contracts import (
 )
 from ..engine.images import tar_member_bytes
 from ..inputs.lockfile import parse_lock_file
+from .attested import read_attestations
 from .diff import layer_stages
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     from ..engine import Engine
 
 _SHOWN = ((LABEL_TARGET, "target"), (OCI_REVISION, "revision"), (OCI_SOURCE, "source"), (OCI_CREATED, "created"),
@@ -85,8 +88,9 @@ class RemoteInfo:
         return "\n".join(lines) + "\n"
 
 
-def inspect_remote(engine: Engine, ref: str) -> RemoteInfo:
-    """REF (REPO@sha256:... or REPO:TAG) in its registry: its manifest or index and each image's, no layer read."""
+def inspect_remote(engine: Engine, ref: str, key: Ed25519PublicKey | None = None) -> RemoteInfo:
+    """REF (REPO@sha256:... or REPO:TAG) in its registry: its manifest or index and each image's, with each image's
+    attestations (their signatures checked with KEY when given), no layer read."""
     from ..errors import InputError
     from ..oci import describe, split_ref
 
@@ -99,4 +103,9 @@ def inspect_remote(engine: Engine, ref: str) -> RemoteInfo:
     for platform, manifest in found.images.items():
         layers = json.loads(manifest.data).get("layers") or []
         images[platform] = (manifest.digest, found.configs[platform], sum(int(layer.get("size", 0)) for layer in layers))
-    return RemoteInfo(ref, found.top.digest, found.top.media_type, images)
+    info = RemoteInfo(ref, found.top.digest, found.top.media_type, images)
+    for platform, (manifest, _, _) in sorted(images.items()):
+        _, attested = read_attestations(engine, f"{repo}@{manifest}", key)
+        where = f" ({platform})" if len(images) > 1 else ""
+        info.notes += [f"attested{where}  {a.summary()}" for a in attested] or [f"attested{where}  nothing (no attestation in the registry)"]
+    return info

@@ -32,7 +32,7 @@ from ..inputs.lockfile import Lock, LockFile, parse_lock, parse_lock_file, read_
 from ..state import record_verified
 from .command import ServerCommand, server_command
 from .driver import driver_check
-from .features import Feature, derive, features
+from .features import Feature, derive, features, sglang_default
 from .gpucode import ImageGpuCode, coverage, relative, required_globs
 from .host import gpus
 from .report import Report
@@ -112,15 +112,18 @@ def verify(engine: Engine, image_ref: str, *, archs: list[str] | None = None, gp
     tables = {arch: features(data, code, arch) for arch in archs}
     for arch, rows in tables.items():
         report.features[arch] = [{"name": f.name, "state": f.state, "available": f.available, "evidence": f.evidence} for f in rows]
+        picked = (data.defaults or {}).get(arch)
+        if picked:
+            report.defaults[arch] = {**picked, "summary": default_summary(picked, rows)}
         if "sglang" in data.dists:
-            report.derived[arch] = server_flags(derive(rows), data.dists["sglang"], address=False)
+            report.derived[arch] = server_flags(derive(rows, sglang_default(data, [arch])), data.dists["sglang"], address=False)
     given = lock.lock(image.platform) if isinstance(lock, LockFile) else lock
     _check_pins(report, data, image.labels, repo_lock, given, image.platform)
     required = required_globs(image.labels, data)
     report.checks += [coverage(code, required, arch) for arch in archs]
     _check_shared_libs(report, data, json.loads(image.labels.get(LABEL_UNLOADABLE, "{}") or "{}"))
     report.checks += [driver_check(data, arch) for arch in archs]
-    _check_flags(report, data, command, tables)
+    check_flags(report, data, command, tables)
     _check_environment(report, data)
     _gpu_checks(report, engine, image.id, gpu, model, archs)
     report.seconds = time.monotonic() - started
@@ -191,9 +194,20 @@ def _check_shared_libs(report: Report, data: StaticReply, declared: dict[str, st
         report.add("shared-libs", "shared libraries", "pass", f"{resolved} GPU libraries resolve{note}{said}")
 
 
+def default_summary(picked: dict, rows: list[Feature]) -> str:
+    """"attention flashinfer (yes), sampling flashinfer (yes), for an MHA model with no backend flag": what the image's
+    SGLang picks by itself on the architecture, and whether the evidence says it runs there."""
+    if "error" in picked:
+        return f"not known ({picked['error']})"
+    states = {f.name: f.state for f in rows}
+    return ", ".join(f"{kind} {picked[f'{kind}_backend']} ({states.get(f'{kind} ' + picked[f'{kind}_backend'], '?')})"
+                     for kind in ("attention", "sampling")) + " for an MHA model with no backend flag"
+
+
 def selected_features(args: dict) -> list[str]:
-    """The feature-table rows a server's parsed arguments select."""
-    selected = [f"attention {args.get('attention_backend')}"] if args.get("attention_backend") else []
+    """The feature-table rows a server's parsed arguments select (the split prefill and decode backends too)."""
+    backends = [args.get(k) for k in ("attention_backend", "prefill_attention_backend", "decode_attention_backend")]
+    selected = [f"attention {b}" for b in dict.fromkeys(b for b in backends if b)]
     selected += [f"sampling {args['sampling_backend']}"] if args.get("sampling_backend") else []
     if (args.get("tp_size") or 1) > 1 and not args.get("disable_custom_all_reduce"):  # one GPU all-reduces nothing
         selected.append("custom all-reduce")
@@ -201,8 +215,21 @@ def selected_features(args: dict) -> list[str]:
     return selected
 
 
-def _check_flags(report: Report, data: StaticReply, command: ServerCommand, tables: dict[str, list[Feature]]) -> None:
-    """The server flags parse with the image's own SGLang, and every feature they select runs on each target."""
+def with_defaults(args: dict, defaults: dict | None) -> tuple[dict, list[str], str | None]:
+    """ARGS with the backends they leave unset filled in as the image's SGLang picks them on the architecture (DEFAULTS,
+    the probe's answer for it): (the arguments, the names filled in, why they could not be when they could not)."""
+    split = args.get("prefill_attention_backend") and args.get("decode_attention_backend")  # both phases named
+    unset = [k for k in ("attention_backend", "sampling_backend") if not args.get(k) and not (k == "attention_backend" and split)]
+    if not unset:
+        return args, [], None
+    if not defaults or "error" in defaults:
+        return args, [], (defaults or {}).get("error", "the probe did not ask the image's SGLang")
+    return {**args, **{k: defaults[k] for k in unset}}, unset, None
+
+
+def check_flags(report: Report, data: StaticReply, command: ServerCommand, tables: dict[str, list[Feature]]) -> None:
+    """The server flags parse with the image's own SGLang, and every feature they select runs on each target, the
+    backends they leave to SGLang as SGLang itself picks them for that architecture."""
     if command.flags is None:
         report.add("serve-flags", "serving flags", "skip", f"no SGLang server command in {command.source}: "
                    "pass the server's arguments after --, as to docker run")
@@ -215,14 +242,21 @@ def _check_flags(report: Report, data: StaticReply, command: ServerCommand, tabl
         return
     for arch, rows in tables.items():
         table = {f.name: f for f in rows}
-        problems = [f"{name}: {table[name].evidence}" for name in selected_features(parsed.value)
-                    if name in table and table[name].available is False]
+        args, filled, unknown = with_defaults(parsed.value, (data.defaults or {}).get(arch))
+        by_sglang = {f"{k.split('_')[0]} {args[k]}" for k in filled}  # "attention flashinfer", "sampling pytorch"
+        chosen = f"; SGLang's own choice on {arch}: {', '.join(sorted(by_sglang))}" if by_sglang else ""
+        problems = [f"{name}{' (SGLang picks it: no flag names one)' if name in by_sglang else ''}: {table[name].evidence}"
+                    for name in selected_features(args) if name in table and table[name].available is False]
         if problems:
             report.add("serve-flags", "serving flags", "fail", f"flags from {command.source} select what cannot run on {arch}: "
                        + "; ".join(problems[:3]), f"use the flags derived for {arch} below", arch=arch)
+        elif unknown:
+            report.add("serve-flags", "serving flags", "warn", f"accepted by the image's SGLang (from {command.source}), but the "
+                       f"backends they leave to SGLang on {arch} are not known: {unknown}",
+                       "name --attention-backend and --sampling-backend", arch=arch)
         else:
             report.add("serve-flags", "serving flags", "pass",
-                       f"accepted by the image's SGLang (from {command.source}): {' '.join(command.flags)}", arch=arch)
+                       f"accepted by the image's SGLang (from {command.source}): {' '.join(command.flags) or '(none)'}{chosen}", arch=arch)
 
 
 def _check_environment(report: Report, data: StaticReply) -> None:

@@ -38,6 +38,23 @@ class Wheel:
 
 
 @dataclass(frozen=True)
+class Deb:
+    """A Debian package a stage installs over the base: the file, from the suite's signed index, by sha256.
+
+    It has a wheel's fields that fetch, the wheelhouse check and the wheel server read, so it travels with them.
+    """
+
+    name: str  # the package
+    version: str
+    filename: str  # the .deb's name in the wheelhouse (the pool file's)
+    sha256: str
+    url: str  # the mirror's pool path
+    stage: str
+    size: int | None = None
+    architecture: str = "amd64"  # Debian's (amd64, arm64, all)
+
+
+@dataclass(frozen=True)
 class Platform:
     """The image's interpreter and platform, which resolution targets instead of the host's."""
 
@@ -62,6 +79,7 @@ class Lock:
     passed_over: tuple[str, ...] = ()
     platform_name: str = DEFAULT_PLATFORM  # the Docker platform of the image built from it
     file_text: str | None = field(default=None, compare=False, repr=False)  # the whole file it was read from (format 2)
+    debs: list[Deb] = field(default_factory=list)  # Debian packages stages install over the base
 
     def body(self) -> dict[str, Any]:
         """This platform's closure, as the file holds it."""
@@ -73,6 +91,8 @@ class Lock:
         }
         if self.passed_over:  # only where something was passed over: earlier locks keep their bytes (and digests)
             data["passed_over"] = list(self.passed_over)
+        if self.debs:  # likewise: only where a stage installs Debian packages
+            data["debs"] = [asdict(d) for d in sorted(self.debs, key=lambda d: (d.stage, d.name))]
         return data
 
     def to_json(self) -> str:
@@ -87,6 +107,14 @@ class Lock:
     def digest(self) -> str:
         """sha256 of the lock file's text: what an image built from it records."""
         return hashlib.sha256(self.text().encode()).hexdigest()
+
+    @property
+    def files(self) -> list[Wheel | Deb]:
+        """Every file the build installs from the wheelhouse: the wheels and the stages' Debian packages."""
+        return [*self.wheels, *self.debs]
+
+    def stage_debs(self, stage: str) -> list[Deb]:
+        return sorted((d for d in self.debs if d.stage == stage), key=lambda d: d.name)
 
     def stage_wheels(self, stage: str) -> list[Wheel]:
         return sorted((w for w in self.wheels if w.stage == stage), key=lambda w: w.name)
@@ -134,17 +162,17 @@ class LockFile:
     def summary(self) -> str:
         """"170 wheels, 169 Debian packages" (per platform, where there are several)."""
         def one(lock: Lock) -> str:
-            return f"{len(lock.wheels)} wheels, {len(lock.debian)} Debian packages"
+            return f"{len(lock.wheels)} wheels, {len(lock.debian) + len(lock.debs)} Debian packages"
         if not self.multi:
             return one(next(iter(self.locks.values())))
         return "; ".join(f"{p}: {one(lock)}" for p, lock in sorted(self.locks.items()))
 
     @property
-    def wheels(self) -> list[Wheel]:
-        """Every platform's wheels, each file once (a pure-Python wheel serves several)."""
-        seen: dict[str, Wheel] = {}
+    def files(self) -> list[Wheel | Deb]:
+        """Every platform's files, each once (a pure-Python wheel or an arch-all package serves several)."""
+        seen: dict[str, Wheel | Deb] = {}
         for lock in self.locks.values():
-            for w in lock.wheels:
+            for w in lock.files:
                 seen.setdefault(w.filename, w)
         return list(seen.values())
 
@@ -196,6 +224,7 @@ def _closure(data: dict[str, Any], target: str, inputs: str, platform: str) -> L
         base_image=data.get("base_image"),
         passed_over=tuple(str(x) for x in data.get("passed_over", ())),
         wheels=[Wheel(**{**w, "requires": tuple(w.get("requires", ()))}) for w in data["wheels"]],
+        debs=[Deb(**d) for d in data.get("debs", ())],
         platform_name=platform,
     )
 

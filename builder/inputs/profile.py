@@ -30,6 +30,7 @@ _DIGEST_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _ARCH = re.compile(r"^sm_\d+[af]?$")
+_DEB_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -56,6 +57,12 @@ class Pin:
 class Stage:
     name: str
     requires: tuple[Pin, ...]
+    # Debian packages the stage installs over the base (locked by file and sha256, like the base's), e.g. the C++
+    # compiler FlashInfer's JIT needs: a stage of their own keeps base and system shared with other targets.
+    debian: tuple[str, ...] = ()
+    # Where the stage lays out a CUDA toolkit made of the venv's NVIDIA wheels (bin, include, lib64, lib64/stubs),
+    # set as CUDA_HOME: the layout JIT compilers (FlashInfer's) expect of a CUDA install.
+    cuda_home: str | None = None
 
 
 @dataclass(frozen=True)
@@ -162,7 +169,9 @@ class Target:
             "base": base,
             "index": self.index,
             "tools": [asdict(p) for p in self.tools],
-            "stages": [{"name": s.name, "requires": [asdict(p) for p in s.requires]} for s in self.stages],
+            # A stage's Debian packages only where it has some: other targets keep their inputs digest.
+            "stages": [{"name": s.name, "requires": [asdict(p) for p in s.requires], **({"debian": list(s.debian)} if s.debian else {})}
+                       for s in self.stages],
         }
         if self.declares_platforms:  # only where declared: other targets keep their inputs digest, so their locks
             inputs["platforms"] = self.platform_names
@@ -391,24 +400,30 @@ def _parse_tools(p: _Reader) -> tuple[Pin, ...]:
 
 
 def _parse_stages(r: _Reader) -> tuple[Stage, ...]:
-    """[[stage]]: named, in order, each with its requirements."""
+    """[[stage]]: named, in order, each with its requirements, Debian packages or both."""
     stages: list[Stage] = []
     seen: set[str] = set()
     for raw in r.get("stage", list, required=True):
         if not isinstance(raw, dict):
             raise r.fail("stage", "each [[stage]] must be a table")
         s = _Reader(r.path, r.text, raw, f"{r.where}.stage")
-        s.check_keys({"name", "requires"})
+        s.check_keys({"name", "requires", "debian", "cuda_home"})
         sname = s.get("name", str, required=True)
         if sname in RESERVED_STAGE_NAMES:
             raise s.fail("name", f"stage name {sname!r} is sglbuild's own ({', '.join(sorted(RESERVED_STAGE_NAMES))} are reserved)")
         if not _NAME.match(sname) or sname in seen:
             raise s.fail("name", f"stage name {sname!r} is repeated or not lowercase letters, digits, '.', '_' or '-'")
         seen.add(sname)
-        reqs = tuple(_parse_pin(s, "requires", x) for x in s.get("requires", list, required=True))
-        if not reqs:
-            raise s.fail("requires", "lists no requirement")
-        stages.append(Stage(sname, reqs))
+        reqs = tuple(_parse_pin(s, "requires", x) for x in s.get("requires", list, ()))
+        debian = tuple(s.get("debian", list, ()))
+        if any(not isinstance(d, str) or not _DEB_NAME.match(d) for d in debian):
+            raise s.fail("debian", "each Debian package is a name (lowercase letters, digits, '+', '-', '.')")
+        cuda_home = s.get("cuda_home", str, None)
+        if cuda_home is not None and (not cuda_home.startswith("/") or cuda_home.rstrip("/") in ("", "/usr", "/opt/venv")):
+            raise s.fail("cuda_home", f"{cuda_home!r} is not a directory of its own (e.g. /opt/cuda)")
+        if not reqs and not debian and cuda_home is None:
+            raise s.fail("requires", "lists no requirement (nor debian packages, nor a cuda_home)")
+        stages.append(Stage(sname, reqs, debian, cuda_home))
     return tuple(stages)
 
 

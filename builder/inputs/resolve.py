@@ -29,7 +29,8 @@ from ..contracts import PLATFORMS, TOOLS
 from ..errors import IntegrityError, MissingFile, NetworkError, ResolutionError, ToolMissing
 from ..state import scratch
 from .hashing import sha256_file
-from .lockfile import Lock, LockFile, Platform, Wheel
+from . import debian as debian_index
+from .lockfile import Deb, Lock, LockFile, Platform, Wheel
 from .profile import Pin, Profile, Target
 
 _INST = re.compile(r"^Inst (\S+) \((\S+) ")
@@ -48,9 +49,11 @@ def resolve_platform(target: Target, platform_name: str, wheelhouse: Path) -> Lo
         platform = platform_from_debian(debian, machine)
     else:
         debian, platform = {}, Platform(python=target.base.python or "3.11", glibc=target.base.glibc, machine=machine)
+    debs = resolve_stage_debs(target, debian_arch, debian) if target.base.bootstrapped else []
     wheels = resolve_python(target, platform, wheelhouse)
     passed = passed_over(target, platform, wheelhouse, wheels)
     return Lock(
+        debs=debs,
         passed_over=passed,
         target=target.name,
         inputs=target.inputs_digest(),
@@ -62,14 +65,15 @@ def resolve_platform(target: Target, platform_name: str, wheelhouse: Path) -> Lo
     )
 
 
-def resolve_debian(target: Target, arch: str = "amd64") -> dict[str, str]:
-    """Every package (and version) a bootstrap of the base would install today, for Debian architecture ARCH."""
+def resolve_debian(target: Target, arch: str = "amd64", extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Every package (and version) a bootstrap of the base (with EXTRA packages) would install today, for Debian
+    architecture ARCH."""
     if shutil.which("mmdebstrap") is None:
         raise ToolMissing("mmdebstrap is not installed", "apt-get install mmdebstrap")
     base = target.base
     cmd = ["mmdebstrap", "-v", "--simulate", "--variant=minbase", f"--architectures={arch}"]
-    if base.packages:
-        cmd.append("--include=" + ",".join(base.packages))
+    if base.packages or extra:
+        cmd.append("--include=" + ",".join((*base.packages, *extra)))
     cmd += [base.suite, "/dev/null", base.mirror]
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(base.source_date_epoch)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
@@ -86,6 +90,36 @@ def resolve_debian(target: Target, arch: str = "amd64") -> dict[str, str]:
     if not packages:
         raise ResolutionError("mmdebstrap --simulate listed no package", "check the mirror and suite")
     return packages
+
+
+def resolve_stage_debs(target: Target, arch: str, base: dict[str, str]) -> list[Deb]:
+    """The Debian packages each stage adds over the base's closure, each found (file, sha256) in the suite's signed index.
+
+    The closure is resolved with the base's packages and every stage's up to this one, so a stage's packages are
+    exactly what it adds; a package the base already has at another version cannot be installed over it.
+    """
+    index = None
+    have, asked, debs = dict(base), [], []
+    for stage in (s for s in target.stages if s.debian):
+        asked += stage.debian
+        closure = resolve_debian(target, arch, tuple(asked))
+        moved = sorted(f"{p} {have[p]} -> {v}" for p, v in closure.items() if p in have and have[p] != v)
+        if moved:
+            raise ResolutionError(f"stage {stage.name!r}'s Debian packages need other versions of the base's: {', '.join(moved)}",
+                                  "lock again (the mirror moved between the two resolutions) or add them to [base] packages")
+        index = index or debian_index.packages_index(target.base.mirror, target.base.suite, arch)
+        for name, version in sorted(closure.items()):
+            if name in have:
+                continue
+            entry = index.get((name, version))
+            if entry is None:
+                raise ResolutionError(f"{name} {version} is not in the {arch} index of {target.base.suite} on {target.base.mirror}",
+                                      "lock again: the mirror moved while it was read")
+            debs.append(Deb(name=name, version=version, filename=entry.filename.rsplit("/", 1)[-1], sha256=entry.sha256,
+                            url=f"{target.base.mirror.rstrip('/')}/{entry.filename}", stage=stage.name, size=entry.size,
+                            architecture=entry.filename.rsplit("_", 1)[-1].removesuffix(".deb")))
+            have[name] = version
+    return debs
 
 
 def platform_from_debian(debian: dict[str, str], machine: str = "x86_64") -> Platform:
@@ -240,6 +274,28 @@ def _local_wheels(pins: list[Pin], wheelhouse: Path, links: Path) -> None:
 
 
 def _pip_resolve(target: Target, pins: list[Pin], platform: Platform, wheelhouse: Path) -> dict[str, Wheel]:
+    """PINS' closure for PLATFORM, by pip's resolver. pip evaluates environment markers with this machine's values
+    (its --platform sets only the tags), so for another machine it misses what is needed there only (sglang's
+    av and decord2 on aarch64) and picks what is needed here only: the graph is walked with the image's markers,
+    what pip missed is asked for by name and resolved again, and what nothing needs there is dropped."""
+    asked = list(pins)
+    for _ in range(4):
+        wheels, missing = _pip_once(target, asked, platform, wheelhouse)
+        if not missing:
+            break
+        asked += [Pin(str(req)) for req in missing]
+    roots, seen = [p.name for p in pins], set()
+    while roots:
+        name = roots.pop()
+        if name not in seen and name in wheels:
+            seen.add(name)
+            roots.extend(wheels[name].requires)
+    return {name: w for name, w in wheels.items() if name in seen}
+
+
+def _pip_once(target: Target, pins: list[Pin], platform: Platform, wheelhouse: Path) -> tuple[dict[str, Wheel], list[Requirement]]:
+    """One run of pip's resolver: the wheels it picked (their dependencies by the image's markers), and the requirements
+    that apply on the image's platform which it did not pick, or picked at a version they exclude (without their markers)."""
     indexes = [target.index] + sorted({p.index for p in pins if p.index})
     for url in indexes:
         _check_index(url, Requirement(pins[0].requirement).name)
@@ -303,8 +359,16 @@ def _pip_resolve(target: Target, pins: list[Pin], platform: Platform, wheelhouse
                         moved = True
             if not moved:
                 break
-        return {name: replace(w, requires=tuple(sorted({canonicalize_name(r.name) for r in _edges(raw[name], env, extras[name])})))
-                for name, w in wheels.items()}
+        missing: dict[str, Requirement] = {}
+        for name in wheels:
+            for req in _edges(raw[name], env, extras[name]):
+                dep = wheels.get(canonicalize_name(req.name))
+                if dep is None or not req.specifier.contains(dep.version, prereleases=True):
+                    bare = Requirement(str(req))
+                    bare.marker = None
+                    missing.setdefault(canonicalize_name(req.name), bare)
+        return ({name: replace(w, requires=tuple(sorted({canonicalize_name(r.name) for r in _edges(raw[name], env, extras[name])})))
+                 for name, w in wheels.items()}, list(missing.values()))
 
 
 def _edges(requires: list[Requirement], env: dict[str, str], extras: set[str]) -> list[Requirement]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from ..errors import DiskFull, IntegrityError, Interrupted, MissingFile, NetworkError, SglbuildError
 from ..ui import Reporter, Transfer
 from .hashing import VerifiedCache, sha256_file
-from .lockfile import Lock, Wheel
+from .lockfile import Deb, Lock, LockFile, Wheel
 
 _CHUNK = 1 << 20
 
@@ -34,10 +34,10 @@ class FetchResult:
 
 
 def verify_wheelhouse(lock: Lock, wheelhouse: Path, *, missing_ok: bool = False) -> None:
-    """Raise unless every wheel of the lock is in the wheelhouse with its pinned sha256 (``missing_ok``: every one there)."""
+    """Raise unless every wheel and Debian package of the lock is in the wheelhouse with its pinned sha256 (``missing_ok``: every one there)."""
     cache = VerifiedCache(wheelhouse)
     try:
-        for w in lock.wheels:
+        for w in lock.files:
             path = wheelhouse / w.filename
             if missing_ok and not path.is_file():
                 continue
@@ -56,12 +56,12 @@ def verify_wheelhouse(lock: Lock, wheelhouse: Path, *, missing_ok: bool = False)
         cache.save()
 
 
-def fetch(lock: Lock, wheelhouse: Path, reporter: Reporter, jobs: int = 4) -> FetchResult:
+def fetch(lock: Lock | LockFile, wheelhouse: Path, reporter: Reporter, jobs: int = 4) -> FetchResult:
     wheelhouse.mkdir(parents=True, exist_ok=True)
     cache = VerifiedCache(wheelhouse)
     result = FetchResult()
-    todo: list[Wheel] = []
-    for w in lock.wheels:
+    todo: list[Wheel | Deb] = []
+    for w in lock.files:
         path = wheelhouse / w.filename
         if path.is_file():
             if cache.known_good(path, w.sha256) or sha256_file(path) == w.sha256:
@@ -78,7 +78,7 @@ def fetch(lock: Lock, wheelhouse: Path, reporter: Reporter, jobs: int = 4) -> Fe
         todo.append(w)
     stop = threading.Event()
     try:
-        with reporter.transfer(f"fetching {len(todo)} wheels", 0) as bar, ThreadPoolExecutor(max_workers=jobs) as pool:
+        with reporter.transfer(f"fetching {len(todo)} files", 0) as bar, ThreadPoolExecutor(max_workers=jobs) as pool:
             futures = {pool.submit(_download, w, wheelhouse, bar, stop): w for w in todo}
             try:
                 for fut in as_completed(futures):
@@ -115,7 +115,7 @@ def fetch(lock: Lock, wheelhouse: Path, reporter: Reporter, jobs: int = 4) -> Fe
     return result
 
 
-def _download(w: Wheel, wheelhouse: Path, bar: Transfer, stop: threading.Event) -> int:
+def _download(w: Wheel | Deb, wheelhouse: Path, bar: Transfer, stop: threading.Event) -> int:
     """Download (or resume) one wheel, verify it, and move it into place. Returns bytes read."""
     assert w.url is not None
     final = wheelhouse / w.filename

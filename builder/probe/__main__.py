@@ -40,7 +40,7 @@ def main(argv: list) -> int:
         elif command == "jit":
             from .jit import jit_checks
 
-            answer = jit_checks(_option(args, "--target", "sm_120"), "--run" in args)
+            answer = jit_checks(str(_option(args, "--target", "sm_120")).split(","), "--run" in args)
         elif command == "gpu":
             from .gpu import gpu_checks
 

@@ -26,7 +26,7 @@ import sysconfig
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from ..contracts import SCRATCH_PREFIXES
 from .fatbin import scan_file, scan_tree, verdict
@@ -106,18 +106,21 @@ def _run_dot(kernel: Any, compiled: Any) -> Dict[str, Any]:
     return {"ok": err < 1e-2, "rel_error": err, "device": torch.cuda.get_device_name(0), "same_cubin_as_probe": same}
 
 
-def flashinfer_check(target: str) -> Dict[str, Any]:
-    """FlashInfer's JIT for TARGET: is its toolchain here (nvcc, CUDA headers, ninja), and does it compile?
+def flashinfer_check(targets: List[str]) -> Dict[str, Dict[str, Any]]:
+    """FlashInfer's JIT for each of TARGETS: is its toolchain here (nvcc, CUDA headers, ninja, a C++ compiler), and does
+    it compile SGLang's decode attention kernel? One build for every target, as FlashInfer builds for several GPUs.
 
     Its precompiled cubins are read by the static probe with every other GPU file.
     """
     if importlib.util.find_spec("flashinfer") is None:
-        return {"installed": False, "ok": False, "error": "flashinfer is not installed"}
+        return {t: {"installed": False, "ok": False, "error": "flashinfer is not installed"} for t in targets}
     toolchain = _toolchain()
-    missing = [k for k in ("nvcc", "cuda_headers", "ninja") if not toolchain[k]]
+    missing = [k for k in ("nvcc", "cuda_headers", "ninja", "cxx") if not toolchain[k]]
     if missing:
-        return {"installed": True, "toolchain": toolchain, "ok": False, "error": f"no JIT toolchain: {', '.join(missing)} missing"}
-    return {"installed": True, "toolchain": toolchain, **_flashinfer_jit(target)}
+        why = f"no JIT toolchain: {', '.join(missing)} missing"
+        return {t: {"installed": True, "toolchain": toolchain, "ok": False, "error": why} for t in targets}
+    built = _flashinfer_jit(targets)
+    return {t: {"installed": True, "toolchain": toolchain, **built[t]} for t in targets}
 
 
 def _toolchain() -> Dict[str, Optional[str]]:
@@ -128,35 +131,63 @@ def _toolchain() -> Dict[str, Optional[str]]:
     headers = next(iter(sorted(glob.glob(os.path.join(site, "nvidia", "*", "include", "cuda_runtime.h")))), None) \
         or (os.path.join(home, "include", "cuda_runtime.h") if home and os.path.exists(os.path.join(home, "include", "cuda_runtime.h")) else None)
     ninja = shutil.which("ninja") or next(iter(glob.glob(os.path.join(os.path.dirname(sys.executable), "ninja"))), None)
-    return {"nvcc": nvcc, "cuda_headers": headers, "ninja": ninja}
+    return {"nvcc": nvcc, "cuda_headers": headers, "ninja": ninja, "cxx": shutil.which(os.environ.get("CXX", "c++")),
+            "cuda_home": home or None}
 
 
-def _flashinfer_jit(target: str) -> Dict[str, Any]:
-    """Compile one FlashInfer JIT module (its RMSNorm) for TARGET, in a scratch cache."""
-    arch = _capability(target)
-    os.environ["FLASHINFER_CUDA_ARCH_LIST"] = f"{arch // 10}.{arch % 10}{'a' if target.endswith('a') else ''}"
-    os.environ.setdefault("FLASHINFER_WORKSPACE_BASE", tempfile.mkdtemp(prefix=SCRATCH_PREFIXES["flashinfer"]))
-    t0 = time.perf_counter()
+def _flashinfer_arch(target: str) -> str:
+    """FLASHINFER_CUDA_ARCH_LIST's spelling of TARGET: 12.0 for sm_120 (FlashInfer adds the suffix it would add for
+    that GPU: 120f with CUDA 12.9+, 100a, 121a); an explicit sm_120a stays 12.0a."""
+    cap = _capability(target)
+    return f"{cap // 10}.{cap % 10}{target[-1] if target[-1] in 'af' else ''}"
+
+
+def _decode_spec() -> tuple:
+    """SGLang's decode attention kernel as FlashInfer JIT-compiles it for a Llama-shaped model (bf16, paged KV, head
+    dim 128); FlashInfer releases without that generator compile their RMSNorm instead."""
     try:
+        import torch
+        from flashinfer.jit.attention.modules import gen_batch_decode_module
+
+        return "batch decode (bf16, paged KV, head dim 128)", gen_batch_decode_module(
+            torch.bfloat16, torch.bfloat16, torch.bfloat16, torch.int32, 128, 128, 0, False, False)
+    except (ImportError, TypeError):
         from flashinfer.jit import norm
 
-        spec = norm.gen_norm_module()
+        return "norm", norm.gen_norm_module()
+
+
+def _flashinfer_jit(targets: List[str]) -> Dict[str, Dict[str, Any]]:
+    """Compile one FlashInfer JIT module for TARGETS, in a scratch cache; each target's verdict from the cubins read back."""
+    os.environ["FLASHINFER_CUDA_ARCH_LIST"] = " ".join(_flashinfer_arch(t) for t in targets)
+    os.environ.setdefault("FLASHINFER_WORKSPACE_BASE", tempfile.mkdtemp(prefix=SCRATCH_PREFIXES["flashinfer"]))
+    os.environ.setdefault("MAX_JOBS", str(os.cpu_count() or 1))
+    t0 = time.perf_counter()
+    try:
+        module, spec = _decode_spec()
         spec.build()
     except Exception as exc:  # noqa: BLE001 - a JIT that cannot compile for the GPU is the finding
         lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()] or [type(exc).__name__]
-        return {"ok": False, "error": f"{type(exc).__name__}: {lines[-1][:300]}"}
+        error = f"{type(exc).__name__}: {lines[-1][:300]}"
+        return {t: {"ok": False, "error": error} for t in targets}
+    seconds = round(time.perf_counter() - t0, 1)
     built = [c for c in scan_tree(Path(os.environ["FLASHINFER_WORKSPACE_BASE"])) if c.has_gpu_code]
-    ok = any(verdict(c, target) == "native" for c in built)
-    return {"ok": ok, "module": "norm", "compile_s": round(time.perf_counter() - t0, 1),
-            "sass": sorted({a for c in built for a in c.sass}),
-            **({} if ok else {"error": f"the module FlashInfer built has no {target} code"})}
+    sass = sorted({a for c in built for a in c.sass})
+    answers = {}
+    for t in targets:
+        ok = any(verdict(c, t) == "native" for c in built)
+        answers[t] = {"ok": ok, "module": module, "compile_s": seconds, "sass": sass, "arch_list": os.environ["FLASHINFER_CUDA_ARCH_LIST"],
+                      **({} if ok else {"error": f"the module FlashInfer built has no {t} code ({' '.join(sass) or 'none'})"})}
+    return answers
 
 
-def jit_checks(target: str, run: bool = False) -> Dict[str, Any]:
-    return {"target": target, "triton": triton_check(target, run), "flashinfer": flashinfer_check(target)}
+def jit_checks(targets: List[str], run: bool = False) -> Dict[str, Dict[str, Any]]:
+    """Per target: Triton's compile (and run), FlashInfer's JIT (one build for all)."""
+    flashinfer = flashinfer_check(targets)
+    return {t: {"target": t, "triton": triton_check(t, run), "flashinfer": flashinfer[t]} for t in targets}
 
 
 if __name__ == "__main__":  # a child of the static probe: python -m builder.probe.jit TARGET[,TARGET...] [--run]
     import json
 
-    print(json.dumps({t: jit_checks(t, "--run" in sys.argv[2:]) for t in sys.argv[1].split(",")}))
+    print(json.dumps(jit_checks(sys.argv[1].split(","), "--run" in sys.argv[2:])))

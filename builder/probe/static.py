@@ -78,13 +78,14 @@ def libraries(roots: List[str]) -> List[GpuCode]:
     return out
 
 
-def parse_flags(flags: List[str]) -> tuple:
-    """(Outcome of parsing FLAGS with the image's SGLang, the choices it offers or None)."""
-    child = run_python("builder.probe.flags", json.dumps(flags), module=True)
+def parse_flags(flags: List[str], target: Optional[str] = None) -> tuple:
+    """(Outcome of parsing FLAGS with the image's SGLang, the choices it offers or None, its default backends per
+    architecture of TARGET or None)."""
+    child = run_python("builder.probe.flags", json.dumps(flags), *([target] if target else []), module=True)
     if not child.ok:  # sglang itself did not import
-        return child, None
+        return child, None, None
     answer = child.value
-    return Outcome(answer["error"] is None, answer["parsed"], answer["error"]), answer["choices"]
+    return Outcome(answer["error"] is None, answer["parsed"], answer["error"]), answer["choices"], answer.get("defaults")
 
 
 def static(flags: Optional[List[str]], target: Optional[str] = None) -> StaticReply:
@@ -94,7 +95,7 @@ def static(flags: Optional[List[str]], target: Optional[str] = None) -> StaticRe
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         imports = {name: pool.submit(run_python, code) for name, code in _IMPORTS.items()}
         # Parsed even with no flags given: the parser's choices are evidence for the feature table.
-        parsed = pool.submit(parse_flags, flags or []) if "sglang" in _dists() else None
+        parsed = pool.submit(parse_flags, flags or [], target) if "sglang" in _dists() else None
         jit = pool.submit(run_python, "builder.probe.jit", target, module=True) if target else None
         pip = pool.submit(subprocess.run, [sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
         libs = [c for c in libraries(site) if c.has_gpu_code]
@@ -111,7 +112,7 @@ def static(flags: Optional[List[str]], target: Optional[str] = None) -> StaticRe
         missing = dict(pool.map(ldd, [c.path for c in libs if c.kind == "library"])) if shutil.which("ldd") else None
         pipc = pip.result()
     dists = _dists()
-    flags_outcome, options = parsed.result() if parsed is not None else (None, None)
+    flags_outcome, options, defaults = parsed.result() if parsed is not None else (None, None, None)
     if flags is None:
         flags_outcome = None
     jit_outcome = jit.result() if jit is not None else None
@@ -141,4 +142,5 @@ def static(flags: Optional[List[str]], target: Optional[str] = None) -> StaticRe
         ),
         lock=lock,
         driver=driver,
+        defaults=defaults,
     )

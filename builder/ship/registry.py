@@ -1,6 +1,7 @@
 """Shipping images: push by digest (only verified images), one index per multi-platform target, and moving a registry tag.
 
-- ``push IMAGE REPO``: the image, by its version tag; its digest is printed and recorded.
+- ``push IMAGE REPO``: the image, by its version tag, with its attestations (SBOM, provenance, verify report:
+  :mod:`builder.ship.attest`) attached to its manifest; its digest is printed and recorded once all are there.
 - ``push TARGET REPO`` for a target with several platforms: each platform's image, then an OCI image
   index over their manifests (by digest, with their platforms) under the version tag: a pull on either
   machine gets its own image.
@@ -10,17 +11,40 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..contracts import OCI_VERSION, PLATFORMS
 from ..errors import InputError, NotVerified
 from ..oci import OCI_INDEX, Described, canonical, check_repo, describe, split_ref
 from ..state import record_push, verified
+from .attest import Attached, attach, statements
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ..build.plan import Plan
     from ..engine import Engine
-    from ..inputs.profile import Target
+    from ..engine.records import ImageRecord
+    from ..inputs.profile import Profile, Target
+
+
+@dataclass(frozen=True)
+class Signing:
+    """What push attaches with each image: the key to sign with (None: unsigned envelopes), the plans whose stage keys
+    the provenance names (by lock digest), and the profile's digest."""
+
+    key: Ed25519PrivateKey | None = None
+    plans: tuple[Plan, ...] = ()
+    profile_digest: str | None = None
+
+    def plan_for(self, image: ImageRecord) -> Plan | None:
+        from ..contracts import LABEL_LOCK_DIGEST
+
+        return next((p for p in self.plans if f"sha256:{p.lock.digest}" == image.labels.get(LABEL_LOCK_DIGEST)
+                     and p.platform == image.platform), None)
 
 
 @dataclass(frozen=True)
@@ -29,6 +53,7 @@ class Pushed:
     tag: str  # REPO:TAG
     digest: str  # the manifest's, or the index's
     platforms: dict[str, str] = field(default_factory=dict)  # an index: platform -> its image's manifest digest
+    attached: dict[str, list[Attached]] = field(default_factory=dict)  # manifest digest -> its attestations
 
     @property
     def ref(self) -> str:
@@ -41,26 +66,61 @@ def _require_verified(image_ref: str, image_id: str, force: bool) -> None:
                           "verify it first, or push --force")
 
 
-def push(engine: Engine, image_ref: str, repo: str, force: bool = False) -> Pushed:
+def signing_for(engine: Engine, profile: Profile | None, key: Path | None) -> Signing:
+    """What push attaches with: KEY loaded, and the plans of the profile's targets (for the provenance's stage keys)."""
+    from ..build.plan import make_plan
+    from ..errors import SglbuildError
+    from ..inputs.lockfile import check_locks
+    from ..sign import load_private
+
+    plans = []
+    for target in (profile.targets.values() if profile is not None else ()):
+        try:
+            locks = check_locks(profile, target)
+        except SglbuildError:  # a target not locked (or out of date) built no image that could be pushed from here
+            continue
+        plans += [make_plan(target, locks.lock(p), profile.revision, builder=engine.builder) for p in locks.locks]
+    digest = hashlib.sha256(profile.path.read_bytes()).hexdigest() if profile is not None else None
+    return Signing(load_private(key) if key else None, tuple(plans), digest)
+
+
+def _attest(engine: Engine, image: ImageRecord, repo: str, digest: str, signing: Signing) -> list[Attached]:
+    """IMAGE's attestations, attached to its manifest REPO@DIGEST (its verify report made again here: the probe's
+    answer is kept by image ID, so this costs seconds)."""
+    from ..check.verify import verify
+
+    client, name = engine.registry(repo)
+    manifest = client.manifest(name, digest)
+    if manifest is None:
+        raise NotVerified(f"{repo}@{digest} is not in the registry after its push")
+    report = verify(engine, image.id, record=False)
+    report.subject = f"{repo}@{digest}"
+    made = statements(engine, image, repo, digest, report, signing.plan_for(image), signing.profile_digest)
+    return attach(client, name, manifest, made, signing.key)
+
+
+def push(engine: Engine, image_ref: str, repo: str, force: bool = False, signing: Signing = Signing()) -> Pushed:
     check_repo(repo)
     image = engine.images.get(image_ref)
     _require_verified(image_ref, image.id, force)
     tag = image.labels.get(OCI_VERSION) or image.id.split(":")[1][:12]
     engine.images.tag(image.id, f"{repo}:{tag}")
-    pushed = Pushed(image.id, f"{repo}:{tag}", engine.images.push(repo, tag))
-    record_push(image.id, pushed.ref, pushed.tag)
+    digest = engine.images.push(repo, tag)
+    attached = _attest(engine, image, repo, digest, signing)
+    pushed = Pushed(image.id, f"{repo}:{tag}", digest, attached={digest: attached})
+    record_push(image.id, pushed.ref, pushed.tag)  # only now: an image whose attestations did not all land is not pushed
     return pushed
 
 
-def push_index(engine: Engine, target: Target, repo: str, force: bool = False) -> Pushed:
-    """Every platform's image of TARGET, then one OCI image index over them, under the version tag."""
+def push_index(engine: Engine, target: Target, repo: str, force: bool = False, signing: Signing = Signing()) -> Pushed:
+    """Every platform's image of TARGET with its attestations, then one OCI image index over them, under the version tag."""
     check_repo(repo)
     images = {p: engine.images.get(target.platform_tag(p)) for p in target.platform_names}
     for platform, image in images.items():
         _require_verified(target.platform_tag(platform), image.id, force)
     version = next(iter(images.values())).labels.get(OCI_VERSION) or target.tag
     client, name = engine.registry(repo)
-    manifests, digests = [], {}
+    manifests, digests, attached = [], {}, {}
     for platform, image in images.items():
         arch = PLATFORMS[platform][2]
         engine.images.tag(image.id, f"{repo}:{version}-{arch}")
@@ -68,10 +128,11 @@ def push_index(engine: Engine, target: Target, repo: str, force: bool = False) -
         pushed = client.manifest(name, digests[platform])
         if pushed is None:
             raise NotVerified(f"{repo}@{digests[platform]} is not in the registry after its push")
+        attached[pushed.digest] = _attest(engine, image, repo, pushed.digest, signing)
         manifests.append(pushed.descriptor(platform={"architecture": arch, "os": "linux"}))
     index = canonical({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests})
     digest = client.put_manifest(name, version, OCI_INDEX, index)
-    result = Pushed(",".join(i.id for i in images.values()), f"{repo}:{version}", digest, digests)
+    result = Pushed(",".join(i.id for i in images.values()), f"{repo}:{version}", digest, digests, attached)
     for image in images.values():
         record_push(image.id, result.ref, result.tag)
     return result
