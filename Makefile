@@ -27,7 +27,7 @@ test: $(BIN)/sglbuild host
 
 ## test-engine: the integration tests again, against a second engine (Docker 26.1.5 with buildx and containerd's
 ## image store, from Debian 13's packages, in a chroot in its own network namespace: ci/engine.sh)
-ENGINE_TESTS := tests/test_build.py tests/test_repro.py tests/test_quoting.py tests/test_cache.py tests/test_verify.py tests/test_pipeline.py tests/test_engine_errors.py tests/test_platforms.py
+ENGINE_TESTS := tests/test_build.py tests/test_repro.py tests/test_quoting.py tests/test_cache.py tests/test_verify.py tests/test_pipeline.py tests/test_engine_errors.py tests/test_platforms.py tests/test_attest.py tests/test_toolchain.py
 test-engine: $(BIN)/sglbuild host
 	ci/engine.sh up containerd
 	env $$(ci/engine.sh env) SGLBUILD_TEST_REGISTRY_HOST=10.200.26.1 $(BIN)/pytest -q -m engine $(ENGINE_TESTS)
@@ -38,6 +38,8 @@ bench: $(BIN)/sglbuild host
 	$(BIN)/python bench/repro_bench.py
 	$(BIN)/python bench/archs_bench.py
 	$(BIN)/python bench/targets_bench.py
+	$(BIN)/python bench/platforms_bench.py
+	$(BIN)/python bench/attest_bench.py
 
 ## reliability: fuzzing (hypothesis), kill -9 at random points of a build, faults (a changed byte, a tampered stage,
 ## a full disk, a registry and an engine stopped halfway): one table of figures (about 15 minutes; root for the tmpfs)

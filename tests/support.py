@@ -295,7 +295,11 @@ def aarch64_so(tmp: Path, name: str, gencode: list[str], needed: tuple[str, ...]
 
 def populate_index(index: PackageIndex, tmp: Path, uv_wheel: Path, sm120_so: bytes | None) -> None:
     src = tmp / "built-wheels"
-    index.add(make_wheel(src, "sgltest-torch", "2.9.1", requires=["sgltest-dep>=1"]))
+    # The small torch carries a CUDA library as torch does: the compat flags' torch_native attention runs on it.
+    torch_files = {"sgltest_torch/__init__.py": b"__version__ = '2.9.1'\n"}
+    if sm120_so is not None:
+        torch_files["torch/lib/libtorch_cuda.so"] = sm120_so
+    index.add(make_wheel(src, "sgltest-torch", "2.9.1", files=torch_files, requires=["sgltest-dep>=1"]))
     index.add(make_wheel(src, "sgltest-dep", "1.2"))
     kernel_files = {"sgltest_kernel/__init__.py": b"KIND = 'kernel'\n"}
     if sm120_so is not None:

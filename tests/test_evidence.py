@@ -217,7 +217,12 @@ def test_a_hand_made_image_is_verified_from_its_own_command(foreign):
 def test_run_arguments_replace_cmd_and_a_lock_file_is_compared(foreign, tmp_path):
     code, report, _ = verify_json(foreign["ref"], foreign["project"], "--arch", "sm_120", "--",
                                   "--model-path", "m", "--attention-backend", "torch_native")
-    assert {c["id"]: c["status"] for c in report["checks"]}["serve-flags"] == "pass", report
+    flags = {c["id"]: c for c in report["checks"]}["serve-flags"]
+    # The given command, not CMD's field-report flags (which SGLang 0.5.9 rejects), is what is judged: its
+    # torch_native attention, on an image with no torch at all.
+    assert flags["status"] == "fail" and "and the given arguments select what cannot run on sm_120" in flags["detail"]
+    assert "--disable-flashinfer" not in flags["detail"]
+    assert "attention torch_native: no torch/lib/libtorch_cuda.so in the image" in flags["detail"], flags
     lock = tmp_path / "other.lock.json"
     lock.write_text((foreign["project"] / "locks" / "smalltest.lock.json").read_text())
     code, report, _ = verify_json(foreign["ref"], foreign["project"], "--arch", "sm_120", "--lock", str(lock), "--",
@@ -272,6 +277,21 @@ def test_without_tritons_ptxas_triton_is_unavailable_and_derive_falls_back(real,
     assert derived[derived.index("--attention-backend") + 1] == "triton"  # the untouched image
 
 
+def test_a_command_that_names_no_backend_is_judged_as_the_images_sglang_picks(real, tmp_path):
+    """A new user's command on the default image, no backend named: SGLang 0.5.9 picks FlashInfer on sm_120 (its own
+    ServerArgs code, asked by the probe), whose JIT cannot compile there: the flags fail. Naming backends that run passes."""
+    code, report, _ = verify_json(real, tmp_path, "--arch", "sm_90,sm_100,sm_120", "--",
+                                  "python3", "-m", "sglang.launch_server", "--model-path", "M")
+    picks = {arch: (d["attention_backend"], d["sampling_backend"]) for arch, d in report["defaults"].items()}
+    assert picks == {"sm_90": ("fa3", "flashinfer"), "sm_100": ("trtllm_mha", "flashinfer"), "sm_120": ("flashinfer", "flashinfer")}
+    flags = {c["arch"]: c for c in report["checks"] if c["id"] == "serve-flags"}
+    assert code == 1 and flags["sm_120"]["status"] == "fail"
+    assert "attention flashinfer (SGLang picks it: no flag names one)" in flags["sm_120"]["detail"]
+    code, report, _ = verify_json(real, tmp_path, "--arch", "sm_120", "--", "python3", "-m", "sglang.launch_server",
+                                  "--model-path", "M", "--attention-backend", "triton", "--sampling-backend", "pytorch")
+    assert next(c for c in report["checks"] if c["id"] == "serve-flags")["status"] == "pass"
+
+
 def test_the_readme_table_is_the_real_images_evidence(real):
     generated = run_cli("verify", real, "--format", "markdown", cwd=ROOT).stdout
     readme = (ROOT / "README.md").read_text()
@@ -289,10 +309,10 @@ def test_a_derived_target_is_built_with_what_its_own_evidence_proves(tmp_path_fa
         r = run_cli("build", "--json", cwd=project)
         assert r.returncode == 0, r.stderr
         flags = json.loads(docker_client.images.get(f"{TEST_IMAGE}:derivedtest").labels["io.sglbuild.serve-flags"])
-        # The stand-in SGLang has no torch, no Triton and no FlashInfer beside it: nothing is proven, so the
-        # derivation falls back to the field report's flags; verify reads the same evidence and agrees.
-        assert flags[4:] == ["--disable-cuda-graph", "--disable-custom-all-reduce", "--disable-radix-cache",
-                             "--attention-backend", "torch_native", "--sampling-backend", "pytorch"]
+        # The stand-in SGLang has no Triton and no FlashInfer beside it, only torch's CUDA library (with sm_120 SASS):
+        # torch_native attention and sampling are proven, and with them CUDA graphs and the radix cache; verify reads
+        # the same evidence and agrees.
+        assert flags[4:] == ["--disable-custom-all-reduce", "--attention-backend", "torch_native", "--sampling-backend", "pytorch"]
         code, report, _ = verify_json(f"{TEST_IMAGE}:derivedtest", project)
         assert code == 0 and report["derived"]["sm_120"] == flags[4:]
         after = json.loads(run_cli("plan", "--json", cwd=project).stdout)[0]

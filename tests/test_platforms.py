@@ -109,6 +109,14 @@ def test_a_machine_that_cannot_run_arm64_code_is_told_what_to_install(multi, tmp
     (binfmt / "status").write_text("enabled\n")
     r = run_cli("build", "--platform", "linux/arm64", cwd=multi["project"], env={"SGLBUILD_BINFMT_DIR": str(binfmt)})
     assert r.returncode == 3 and len(r.stderr.strip().splitlines()) == 1
-    assert "cannot run linux/arm64 code: no binfmt_misc handler for aarch64 (install qemu-user-static and binfmt-support" in r.stderr
+    assert "cannot run linux/arm64 code: no binfmt_misc handler for aarch64 (run ci/bootstrap-host.sh as root" in r.stderr
     r = run_cli("build", "--platform", "linux/arm64", cwd=multi["project"], env={"SGLBUILD_BINFMT_DIR": str(tmp_path / "none")})
     assert r.returncode == 3 and "binfmt_misc is not mounted" in r.stderr
+    # Debian 12's QEMU registers the handler, but dies importing torch's aarch64 build: refused before any step.
+    old = tmp_path / "qemu-aarch64-7.2"
+    old.write_text("#!/bin/sh\necho 'qemu-aarch64 version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)'\n")
+    old.chmod(0o755)
+    (binfmt / "qemu-aarch64").write_text(f"enabled\ninterpreter {old}\nflags: PF\noffset 0\nmagic 7f454c46\n")
+    r = run_cli("build", "--platform", "linux/arm64", cwd=multi["project"], env={"SGLBUILD_BINFMT_DIR": str(binfmt)})
+    assert r.returncode == 3 and len(r.stderr.strip().splitlines()) == 1
+    assert "the qemu-aarch64 handler is QEMU 7.2, which dies importing torch's aarch64 build" in r.stderr

@@ -56,7 +56,7 @@ def test_good_image_passes_static_checks_and_skips_gpu(good):
     assert {c["id"]: c["status"] for c in report["checks"]} == {
         "pins": "pass", "gpu-code": "pass", "shared-libs": "pass", "driver-libs": "pass", "serve-flags": "pass",
         "environment": "pass", "gpu-device": "skip", "gpu-compute": "skip", "gpu-serve": "skip"}
-    assert "1 libraries with GPU code: 1 native" in check(report, "gpu-code")["detail"]
+    assert "2 libraries with GPU code: 2 native" in check(report, "gpu-code")["detail"]  # the kernel and torch's CUDA library
     assert check(report, "serve-flags")["detail"].endswith(" ".join(COMPAT_FLAGS))
     assert report["arch_source"] == "from the image's io.sglbuild.gpu-arch label" and report["facts"]["sglang"] == "0.5.9"
     assert "no NVIDIA runtime" in check(report, "gpu-device")["detail"]
@@ -119,7 +119,9 @@ def test_cpu_only_torch_fails_gpu_code(good, tmp_path):
     wheel = CPU_TORCH[0]
     native = json.dumps(["torch/lib/libtorch_cuda.so", "sgltest_kernel/common_ops.so"])
     img = derive(good["client"], "cpu-torch",
-                 f"FROM {GOOD}\nCOPY {wheel.name} /tmp/\nRUN pip install --no-deps --no-index /tmp/{wheel.name}\n"
+                 f"FROM {GOOD}\nCOPY {wheel.name} /tmp/\n"  # torch's CPU build in place of the small torch's CUDA library
+                 "RUN python -c \"import os, sysconfig; os.remove(sysconfig.get_paths()['purelib'] + '/torch/lib/libtorch_cuda.so')\"\n"
+                 f"RUN pip install --no-deps --no-index /tmp/{wheel.name}\n"
                  f"LABEL io.sglbuild.require-native='{native}'\n", {wheel.name: wheel.read_bytes()})
     code, report, _ = verify(img, good["project"])
     assert code == 1

@@ -16,9 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..contracts import OCI_VERSION, PLATFORMS
-from ..errors import InputError, NotVerified
+from ..build import evidence
+from ..build.plan import make_plan
+from ..check.verify import verify
+from ..contracts import LABEL_LOCK_DIGEST, OCI_VERSION, PLATFORMS
+from ..errors import InputError, NotVerified, SglbuildError
+from ..inputs.lockfile import check_locks
 from ..oci import OCI_INDEX, Described, canonical, check_repo, describe, split_ref
+from ..sign import load_private
 from ..state import record_push, verified
 from .attest import Attached, attach, statements
 
@@ -41,8 +46,6 @@ class Signing:
     profile_digest: str | None = None
 
     def plan_for(self, image: ImageRecord) -> Plan | None:
-        from ..contracts import LABEL_LOCK_DIGEST
-
         return next((p for p in self.plans if f"sha256:{p.lock.digest}" == image.labels.get(LABEL_LOCK_DIGEST)
                      and p.platform == image.platform), None)
 
@@ -67,19 +70,18 @@ def _require_verified(image_ref: str, image_id: str, force: bool) -> None:
 
 
 def signing_for(engine: Engine, profile: Profile | None, key: Path | None) -> Signing:
-    """What push attaches with: KEY loaded, and the plans of the profile's targets (for the provenance's stage keys)."""
-    from ..build.plan import make_plan
-    from ..errors import SglbuildError
-    from ..inputs.lockfile import check_locks
-    from ..sign import load_private
-
+    """What push attaches with: KEY loaded, and the plans of the profile's targets (for the provenance's stage keys; a
+    derived target's completed with the flags its evidence gave here)."""
     plans = []
     for target in (profile.targets.values() if profile is not None else ()):
         try:
             locks = check_locks(profile, target)
         except SglbuildError:  # a target not locked (or out of date) built no image that could be pushed from here
             continue
-        plans += [make_plan(target, locks.lock(p), profile.revision, builder=engine.builder) for p in locks.locks]
+        for platform in locks.locks:
+            plan = make_plan(target, locks.lock(platform), profile.revision, builder=engine.builder)
+            flags = evidence.cached(plan) if plan.awaiting_evidence else None
+            plans.append(plan.with_derived(flags) if flags is not None else plan)
     digest = hashlib.sha256(profile.path.read_bytes()).hexdigest() if profile is not None else None
     return Signing(load_private(key) if key else None, tuple(plans), digest)
 
@@ -87,8 +89,6 @@ def signing_for(engine: Engine, profile: Profile | None, key: Path | None) -> Si
 def _attest(engine: Engine, image: ImageRecord, repo: str, digest: str, signing: Signing) -> list[Attached]:
     """IMAGE's attestations, attached to its manifest REPO@DIGEST (its verify report made again here: the probe's
     answer is kept by image ID, so this costs seconds)."""
-    from ..check.verify import verify
-
     client, name = engine.registry(repo)
     manifest = client.manifest(name, digest)
     if manifest is None:
