@@ -445,6 +445,9 @@ class RefusingRegistry:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # A TLS handshake is answered with an HTTP status line, as a Go registry answers it, so that an engine that
+            # tries HTTPS first (containerd's resolver) sees "HTTP response to HTTPS client" and falls back to HTTP.
+            default_request_version = "HTTP/1.0"
 
             def log_message(self, *args):  # noqa: D102 - quiet
                 pass

@@ -91,14 +91,21 @@ def test_one_index_is_pushed_and_each_platform_pulled_back_by_digest(multi, regi
     r = run_cli("inspect", index_ref, cwd=project)
     assert r.returncode == 0 and r.stdout.startswith("index ") and "linux/amd64" in r.stdout and "linux/arm64" in r.stdout
     ids = {p: image_of(client, f"multitest-{p.split('/')[1]}").id for p in MULTI}
-    for platform, image_id in ids.items():  # a machine of each kind: none of its image here, a pull by the index's digest
-        for tag in [t for i in client.images.list() if i.id == image_id for t in i.tags]:
-            client.images.remove(tag, force=True)
-        r = run_cli("verify", index_ref, "--platform", platform, "--format", "json", cwd=project)
-        assert r.returncode == 0, r.stderr
-        report = json.loads(r.stdout)
-        assert report["image_id"] == image_id and platform in report["subject"]
-        assert client.images.get(image_id).attrs["Architecture"] == platform.split("/")[1]
+    removed: dict[str, list[str]] = {}
+    try:
+        for platform, image_id in ids.items():  # a machine of each kind: none of its image here, a pull by the index's digest
+            removed[image_id] = [t for i in client.images.list() if i.id == image_id for t in i.tags]
+            for tag in removed[image_id]:
+                client.images.remove(tag, force=True)
+            r = run_cli("verify", index_ref, "--platform", platform, "--format", "json", cwd=project)
+            assert r.returncode == 0, r.stderr
+            report = json.loads(r.stdout)
+            assert report["image_id"] == image_id and platform in report["subject"]
+            assert client.images.get(image_id).attrs["Architecture"] == platform.split("/")[1]
+    finally:  # the tags back on the pulled images: the shared target's later tests (the attestations') push them
+        for image_id, tags in removed.items():
+            for tag in tags:
+                client.images.get(image_id).tag(tag)
     r = run_cli("promote", index_ref, "stable", cwd=project)
     assert r.returncode == 0 and r.stdout.strip() == f"{repo}:stable -> {index_ref}"
 

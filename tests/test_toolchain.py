@@ -72,14 +72,14 @@ def test_the_image_compiles_cxx_and_links_against_the_cuda_layout(toolchain):
     assert "Library soname: [libcuda.so.1]" in lines[3] and lines[4] == "1"  # what the driver's library answers to
 
 
-def test_the_toolchain_stage_shares_base_and_system_with_the_target_without_it(toolchain):
+def test_the_toolchain_stage_shares_base_and_system_with_the_target_without_it(toolchain, engine):
     project = toolchain["project"]
     plan = json.loads(run_cli("plan", "--json", cwd=project).stdout)[0]
     stages = {s["name"]: s for s in plan["stages"]}
     assert list(stages)[-2:] == ["toolchain", "final"] and stages["toolchain"]["next_build"] == "reuse"
     target = load_profile(project / "sglbuild.toml").target(None)
     lock = read_lock(load_profile(project / "sglbuild.toml"), target)
-    plain = make_plan(replace(target, stages=target.stages[:-1]), replace(lock, debs=[]), "r")
+    plain = make_plan(replace(target, stages=target.stages[:-1]), replace(lock, debs=[]), "r", builder=engine.builder)
     assert plain.base == plan["base"]["ref"] and plain.stages[0].tag == stages["system"]["tag"]
     assert [s.tag for s in plain.stages[:-1]] == [stages[s.name]["tag"] for s in plain.stages[:-1]]  # torch..app too
 
