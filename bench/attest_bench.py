@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,10 +40,12 @@ def main() -> None:
     image = os.environ.get("BENCH_IMAGE", "sglang:blackwell-final-v2")
     engine = connect()
     port = os.environ.get("BENCH_REGISTRY_PORT", "5099")
-    # The second engine reaches this host at 10.200.26.1 (its own network namespace): the registry listens there.
-    host = subprocess.run([str(ROOT / "ci" / "registry.sh"), port], env={**os.environ, "REGISTRY_HOST": "10.200.26.1",
-                          "REGISTRY_DIR": tempfile.mkdtemp(prefix="sglbuild-bench-registry-")},
-                          capture_output=True, text=True, check=True).stdout.strip()
+    # One registry, two addresses: this engine pushes to it on loopback (which Docker treats as insecure by default),
+    # the second engine pulls from it at 10.200.26.1, this host's side of its own network namespace.
+    store = tempfile.mkdtemp(prefix="sglbuild-bench-registry-")
+    subprocess.run([str(ROOT / "ci" / "registry.sh"), port], env={**os.environ, "REGISTRY_HOST": "0.0.0.0", "REGISTRY_DIR": store},
+                   capture_output=True, text=True, check=True)
+    host, far = f"127.0.0.1:{port}", f"10.200.26.1:{port}"
     repo = f"{host}/sglbuild-bench/attested"
     keys = Path(tempfile.mkdtemp(prefix="sglbuild-bench-keys-"))
     cli("keygen", "--output", str(keys / "bench"))
@@ -65,7 +68,8 @@ def main() -> None:
     pull_bytes = len(json.dumps(manifest)) + manifest["config"]["size"] + sum(layer["size"] for layer in manifest["layers"])
     second = subprocess.run([str(ROOT / "ci" / "engine.sh"), "env"], capture_output=True, text=True).stdout.split()
     env = dict(kv.split("=", 1) for kv in second)
-    naive, naive_s = cli("verify", ref, "--gpu", "off", "--format", "json", env=env)
+    far_ref = ref.replace(host, far, 1)
+    naive, naive_s = cli("verify", far_ref, "--gpu", "off", "--format", "json", env=env)
     print(f"\n{'':34}{'attested (--key)':>20}{'pull + probe':>20}")
     print(f"{'verify ' + image:34}{attested_s:>18.1f} s{naive_s:>18.1f} s")
     print(f"{'bytes from the registry':34}{attested_bytes / 1e6:>17.2f} MB{pull_bytes / 1e6:>17.1f} MB")
@@ -77,7 +81,10 @@ def main() -> None:
     engine.images.remove(tag)
     import docker
 
-    docker.DockerClient(base_url=env["DOCKER_HOST"]).images.remove(ref, force=True)
+    docker.DockerClient(base_url=env["DOCKER_HOST"]).images.remove(far_ref, force=True)
+    os.kill(int((Path(store) / "registry.pid").read_text()), 15)
+    shutil.rmtree(store, ignore_errors=True)
+    shutil.rmtree(keys, ignore_errors=True)
 
 if __name__ == "__main__":
     main()
