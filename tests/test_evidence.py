@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 
+from builder.build.evidence import evidence_jit
+from builder.build.plan import make_plan
 from builder.check.command import launch_server, server_command
 from builder.contracts import PROBE_VERSION, GpuCode, Outcome, Runtime, StaticReply
 from builder.check.command import ServerCommand
@@ -21,6 +23,8 @@ from builder.check.report import Report
 from builder.check.verify import check_flags
 from builder.check.gpucode import ImageGpuCode
 from builder.inputs.flags import server_flags
+from builder.inputs.lockfile import read_lock
+from builder.inputs.profile import load_profile
 from builder.inputs.profile import COMPAT
 from support import FAKE_SGLANG, ROOT, TEST_IMAGE, build_image, make_wheel, run_cli, small_project
 
@@ -299,7 +303,7 @@ def test_the_readme_table_is_the_real_images_evidence(real):
     assert section and section.group(1) == generated, "regenerate it: make readme-features"
 
 
-def test_a_derived_target_is_built_with_what_its_own_evidence_proves(tmp_path_factory, docker_client, uv_wheel, sm120_so):
+def test_a_derived_target_is_built_with_what_its_own_evidence_proves(tmp_path_factory, docker_client, uv_wheel, sm120_so, engine):
     """[serve] preset = "derived": the final stage waits for the evidence of the stage before it, then carries its flags."""
     server = '\n[[targets.derivedtest.stage]]\nname = "server"\nrequires = ["sglang==0.5.9"]\n\n[targets.derivedtest.serve]\npreset = "derived"\n'
     project, index = small_project(tmp_path_factory.mktemp("derived"), uv_wheel, sm120_so, name="derivedtest", extra=server)
@@ -308,6 +312,8 @@ def test_a_derived_target_is_built_with_what_its_own_evidence_proves(tmp_path_fa
         assert before["stages"][-1]["key"] is None and "derived flags" in before["stages"][-1]["next_build"]
         r = run_cli("build", "--json", cwd=project)
         assert r.returncode == 0, r.stderr
+        # The gate's verify reuses the JIT compile of the evidence step: the final layer holds only sglbuild's files.
+        assert "compiled in the build's evidence stage sha256:" in triton_evidence(json.loads(r.stdout)["verify"])
         flags = json.loads(docker_client.images.get(f"{TEST_IMAGE}:derivedtest").labels["io.sglbuild.serve-flags"])
         # The stand-in SGLang has no Triton and no FlashInfer beside it, only torch's CUDA library (with sm_120 SASS):
         # torch_native attention and sampling are proven, and with them CUDA graphs and the radix cache; verify reads
@@ -315,9 +321,44 @@ def test_a_derived_target_is_built_with_what_its_own_evidence_proves(tmp_path_fa
         assert flags[4:] == ["--disable-custom-all-reduce", "--attention-backend", "torch_native", "--sampling-backend", "pytorch"]
         code, report, _ = verify_json(f"{TEST_IMAGE}:derivedtest", project)
         assert code == 0 and report["derived"]["sm_120"] == flags[4:]
+        assert "compiled in the build's evidence stage sha256:" in triton_evidence(report)  # the gate's answer, said so
+        code, fresh, _ = verify_json(f"{TEST_IMAGE}:derivedtest", project, "--fresh")  # its own compile: the same verdicts
+        assert code == 0 and fresh["derived"] == report["derived"] and "compiled in" not in triton_evidence(fresh)
+        assert triton_evidence(fresh) == triton_evidence(report).split(" [compiled in")[0]
+        # The conditions of that reuse, each refused on its own: another image below, another environment.
+        profile = load_profile(project / "sglbuild.toml")
+        target = profile.target(None)
+        plan = make_plan(target, read_lock(profile, target), "test", derived=tuple(flags), builder=engine.builder)
+        final, below = f"{TEST_IMAGE}:derivedtest", {s.name: s.tag for s in plan.stages}
+        assert evidence_jit(engine, plan, final, below["server"])["sm_120"]["compiled_in"] == engine.images.get(below["server"]).id
+        assert evidence_jit(engine, plan, final, below["app"]) is None
+        assert evidence_jit(engine, replace(plan, target=replace(target, env=(("TRITON_PTXAS_PATH", "/x"),))), final, below["server"]) is None
         after = json.loads(run_cli("plan", "--json", cwd=project).stdout)[0]
         assert after["stages"][-1]["key"] and after["stages"][-1]["next_build"] == "reuse"  # the evidence is remembered
         again = json.loads(run_cli("build", "--json", cwd=project).stdout)
         assert {s["status"] for s in again["stages"]} == {"reused"}
+    finally:
+        index.stop()
+
+
+def triton_evidence(report: dict) -> str:
+    return next(f["evidence"] for f in report["features"]["sm_120"] if f["name"] == "attention triton")
+
+
+def test_a_final_stage_with_post_install_commands_compiles_again(tmp_path_factory, docker_client, uv_wheel, sm120_so):
+    """The evidence's JIT compile is reused only when the final layer holds sglbuild's own files: a post_install command
+    may change what compiles (here it plants a Triton that cannot import), so the gate's verify probes the final image."""
+    server = '\n[[targets.posttest.stage]]\nname = "server"\nrequires = ["sglang==0.5.9"]\n\n[targets.posttest.serve]\npreset = "derived"\n'
+    project, index = small_project(tmp_path_factory.mktemp("post"), uv_wheel, sm120_so, name="posttest", extra=server, steps=())
+    try:
+        site = "/opt/venv/lib/python3.11/site-packages/triton"
+        profile = project / "sglbuild.toml"
+        profile.write_text(profile.read_text().replace("\nsmoke = ", f'\npost_install = ["mkdir {site} && echo broken = 1 > {site}/__init__.py"]\nsmoke = ', 1))
+        for args in (("lock",), ("fetch",)):
+            assert run_cli(*args, cwd=project).returncode == 0
+        r = run_cli("build", "--json", cwd=project)
+        assert r.returncode == 0, r.stderr
+        evidence = triton_evidence(json.loads(r.stdout)["verify"])  # the gate's own verify
+        assert evidence == "ModuleNotFoundError: No module named 'triton.language'", evidence
     finally:
         index.stop()

@@ -72,6 +72,12 @@ def _jit(reply: StaticReply, arch: str) -> dict:
     return (reply.jit or {}).get(arch) or {}
 
 
+def _where(reply: StaticReply, arch: str) -> str:
+    """Where the JIT probe compiled, when not in this image: the build's evidence stage, same files (build.evidence)."""
+    image = _jit(reply, arch).get("compiled_in")
+    return f" [compiled in the build's evidence stage {image[:19]}, the same files]" if image else ""
+
+
 def _flashinfer(reply: StaticReply, code: ImageGpuCode, arch: str) -> tuple[bool | None, str]:
     if "flashinfer-python" not in reply.dists:
         return False, "FlashInfer is not installed"
@@ -81,7 +87,7 @@ def _flashinfer(reply: StaticReply, code: ImageGpuCode, arch: str) -> tuple[bool
     held = f"{len(cubins)} precompiled cubins ({', '.join(archs) or 'none'})" if cubins else "no precompiled cubins"
     jit = _jit(reply, arch).get("flashinfer") or {}
     if jit.get("ok"):
-        return True, f"{held}; its JIT compiles for {arch} ({jit.get('module')} module: {' '.join(jit.get('sass', []))})"
+        return True, f"{held}; its JIT compiles for {arch} ({jit.get('module')} module: {' '.join(jit.get('sass', []))}){_where(reply, arch)}"
     why = jit.get("error") or "the JIT probe did not run"
     if ready:
         return True, f"{len(ready)} of {held} are for {arch}; JIT: {why}"
@@ -145,8 +151,8 @@ def _triton(reply: StaticReply, arch: str) -> tuple[bool | None, str]:
         return None, "the JIT probe did not run"
     if answer.get("ok"):
         return True, (f"Triton {answer.get('triton')} compiles a {answer.get('kernel')} for the target: "
-                      f"{' '.join(answer.get('cubin', []))} cubin (PTX .target {answer.get('ptx_target')})")
-    return False, f"Triton {answer.get('triton', '')}: {answer.get('error')}".replace("Triton : ", "")
+                      f"{' '.join(answer.get('cubin', []))} cubin (PTX .target {answer.get('ptx_target')}){_where(reply, arch)}")
+    return False, f"Triton {answer.get('triton', '')}: {answer.get('error')}{_where(reply, arch)}".replace("Triton : ", "")
 
 
 def attention_evidence(reply: StaticReply, code: ImageGpuCode, arch: str, backend: str,

@@ -1,16 +1,17 @@
 """The static probe's answer for an image: run once inside it, and kept by image ID.
 
 The answer depends only on the image's content (its ID hashes a config that names every layer
-by the hash of its contents), the probe's own code, the architectures it compiles for and the
-flags it parses, so it is kept under all of those: a second verify of the same image, or the
-gate after a derived target's evidence step, reads it instead of running the probe again.
+by the hash of its contents), the probe's own code, the architectures it compiles for, the
+flags it parses and the environment it runs with, so it is kept under all of those: a second
+verify of the same image, or the gate after a derived target's evidence step, reads it instead
+of running the probe again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..contracts import PROBE_VERSION, StaticReply
 from ..state import remember, remembered
@@ -19,18 +20,38 @@ if TYPE_CHECKING:
     from ..engine import Engine
 
 
-def static_reply(engine: Engine, image_id: str, archs: list[str], flags: list[str] | None, *, fresh: bool = False) -> StaticReply:
-    """The probe's answer for IMAGE_ID, with its JIT probe for ARCHS and FLAGS (None: none given) parsed by its SGLang."""
+def _key(image_id: str, archs: list[str], flags: list[str] | None, environment: dict[str, str] | None) -> str:
     from ..engine.containers import probe_archive
 
     code = hashlib.sha256(probe_archive()).hexdigest()[:16]
-    key = json.dumps([PROBE_VERSION, code, image_id, archs, flags])
+    return json.dumps([PROBE_VERSION, code, image_id, archs, flags] + ([sorted(environment.items())] if environment else []))
+
+
+def kept_reply(image_id: str, archs: list[str], flags: list[str] | None, environment: dict[str, str] | None = None) -> StaticReply | None:
+    """The answer this machine holds for IMAGE_ID probed with ARCHS, FLAGS and ENVIRONMENT, if any."""
+    kept = remembered("probe", _key(image_id, archs, flags, environment))
+    return StaticReply.from_dict(kept) if kept is not None else None
+
+
+def static_reply(engine: Engine, image_id: str, archs: list[str], flags: list[str] | None, *, fresh: bool = False,
+                 environment: dict[str, str] | None = None, jit: dict[str, Any] | None = None) -> StaticReply:
+    """The probe's answer for IMAGE_ID, with its JIT probe for ARCHS and FLAGS (None: none given) parsed by its SGLang.
+
+    ENVIRONMENT: variables set over the image's own (a derived target's evidence stage runs with its final stage's).
+    JIT: the JIT probe's answer for the very files this image compiles with, known to the caller (the build's evidence
+    stage, below a final layer of sglbuild's own files): the probe skips that compile, the slow part under emulation.
+    """
+    key = _key(image_id, archs, flags, environment)
     if not fresh:
         kept = remembered("probe", key)
         if kept is not None:
             return StaticReply.from_dict(kept)
-    args = ["static", "--target", ",".join(archs)] + (["--flags", json.dumps(flags)] if flags is not None else [])
-    answer = engine.containers.probe(image_id, args)
+    known = jit is not None and all(arch in jit for arch in archs)
+    args = (["static", "--target", ",".join(archs)] + (["--flags", json.dumps(flags)] if flags is not None else [])
+            + (["--no-jit"] if known else []))
+    answer = engine.containers.probe(image_id, args, environment=environment)
+    if known:
+        answer["jit"] = {arch: jit[arch] for arch in archs}
     reply = StaticReply.from_dict(answer)  # refuses a reply of another shape before it is kept
     remember("probe", key, answer)
     return reply

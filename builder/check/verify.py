@@ -14,7 +14,7 @@ import hashlib
 import json
 import time
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..contracts import (
     DEFAULT_PLATFORM,
@@ -94,19 +94,20 @@ def versions(data: StaticReply) -> dict[str, str]:
 
 def verify(engine: Engine, image_ref: str, *, archs: list[str] | None = None, gpu: str = "auto", model: str | None = None,
            repo_lock: Lock | None = None, lock: LockFile | Lock | None = None, run_args: list[str] | None = None,
-           record: bool = True, fresh: bool = False) -> Report:
+           record: bool = True, fresh: bool = False, jit: dict[str, Any] | None = None) -> Report:
     """Check IMAGE_REF for the architectures of --arch, its label or this host's GPU.
 
     LOCK (``--lock FILE``) is compared with the installed pins when given, else the image's own
     lock, if it has one; REPO_LOCK is the repository's lock, for drift. RUN_ARGS are the
     arguments a user passes to ``docker run``, in place of the image's CMD. ``fresh`` probes
-    the image again instead of reading this machine's earlier answer.
+    the image again instead of reading this machine's earlier answer. ``jit``: the JIT probe's answer for the image's
+    very files, known to the caller (the gate: from the build's evidence stage), so the probe does not compile again.
     """
     started = time.monotonic()
     image = engine.images.get(image_ref)
     archs, source = resolve_archs(archs, image.labels)
     command = server_command(image.config, image.labels, run_args)
-    data = static_reply(engine, image.id, archs, command.flags, fresh=fresh)
+    data = static_reply(engine, image.id, archs, command.flags, fresh=fresh, jit=jit)
     code = ImageGpuCode.of(data)
     report = Report("verify", image_ref, image.id, archs, source, facts=versions(data))
     tables = {arch: features(data, code, arch) for arch in archs}

@@ -114,15 +114,16 @@ class Containers:
         finally:
             self.remove(container.id)
 
-    def probe(self, image: str, args: list[str], *, gpus: bool = False) -> Any:
-        """``python3 -m builder.probe ARGS`` inside IMAGE with the image's own Python; its JSON answer.
+    def probe(self, image: str, args: list[str], *, gpus: bool = False, environment: dict[str, str] | None = None) -> Any:
+        """``python3 -m builder.probe ARGS`` inside IMAGE with the image's own Python (and ENVIRONMENT over its own
+        variables); its JSON answer.
 
         The probe's files (standard library only) are copied into the container before it starts,
         so it works with any engine, local or not; the container has no network.
         """
         self.engine.images.get(image)
         code, out = self.run(image, ["python3", "-m", "builder.probe", *args], gpus=gpus,
-                             environment={"PYTHONPATH": PROBE_MOUNT, "PYTHONDONTWRITEBYTECODE": "1"},
+                             environment={**(environment or {}), "PYTHONPATH": PROBE_MOUNT, "PYTHONDONTWRITEBYTECODE": "1"},
                              files={"/": probe_archive()})
         lines = out.strip().splitlines()
         try:

@@ -1,9 +1,10 @@
 """``python3 -m builder.probe COMMAND``: the probe's one entry point; the last line is JSON.
 
     archs ROOT...              GPU code of every library under each ROOT ('/' for the whole image)
-    static [--flags JSON] [--target sm_120[,sm_121...]]
+    static [--flags JSON] [--target sm_120[,sm_121...]] [--no-jit]
                                everything verify's static checks need; the server flags to parse;
-                               the targets to run the JIT probe (builder.probe.jit) for
+                               the targets to run the JIT probe (builder.probe.jit) for, unless
+                               --no-jit (the caller holds its answer for the same files)
     flags JSON                 only the server flags, parsed by the image's own SGLang
     jit --target sm_120 [--run]   only the JIT probe
     gpu [--target sm_120]      the device, the image's code on it, a matmul and sgl_kernel's RMSNorm
@@ -32,7 +33,8 @@ def main(argv: list) -> int:
         elif command == "static":
             from .static import static
 
-            answer = static(json.loads(_option(args, "--flags", "null")), _option(args, "--target", None)).to_dict()
+            answer = static(json.loads(_option(args, "--flags", "null")), _option(args, "--target", None),
+                            jit="--no-jit" not in args).to_dict()
         elif command == "flags":
             from .static import parse_flags
 

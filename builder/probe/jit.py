@@ -184,7 +184,15 @@ def _flashinfer_jit(targets: List[str]) -> Dict[str, Dict[str, Any]]:
 def jit_checks(targets: List[str], run: bool = False) -> Dict[str, Dict[str, Any]]:
     """Per target: Triton's compile (and run), FlashInfer's JIT (one build for all)."""
     flashinfer = flashinfer_check(targets)
-    return {t: {"target": t, "triton": triton_check(t, run), "flashinfer": flashinfer[t]} for t in targets}
+    return {t: {"target": t, "triton": _answer(triton_check, t, run), "flashinfer": flashinfer[t]} for t in targets}
+
+
+def _answer(check: Any, *args: Any) -> Dict[str, Any]:
+    """CHECK's answer, or why it failed: a Triton that cannot import is a no for Triton, not a probe that said nothing."""
+    try:
+        return check(*args)
+    except Exception as exc:  # noqa: BLE001 - the image's own code, reported
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
 
 if __name__ == "__main__":  # a child of the static probe: python -m builder.probe.jit TARGET[,TARGET...] [--run]

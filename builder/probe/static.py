@@ -88,15 +88,16 @@ def parse_flags(flags: List[str], target: Optional[str] = None) -> tuple:
     return Outcome(answer["error"] is None, answer["parsed"], answer["error"]), answer["choices"], answer.get("defaults")
 
 
-def static(flags: Optional[List[str]], target: Optional[str] = None) -> StaticReply:
-    """FLAGS: server flags to parse (None: none given); TARGET: architectures (sm_100,sm_121) to run the JIT probe for."""
+def static(flags: Optional[List[str]], target: Optional[str] = None, jit: bool = True) -> StaticReply:
+    """FLAGS: server flags to parse (None: none given); TARGET: architectures (sm_100,sm_121) to run the JIT probe for
+    (not with JIT false: the reply's jit is then None) and to read SGLang's default backends for."""
     paths = sysconfig.get_paths()
     site = sorted({paths["purelib"], paths["platlib"]})
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         imports = {name: pool.submit(run_python, code) for name, code in _IMPORTS.items()}
         # Parsed even with no flags given: the parser's choices are evidence for the feature table.
         parsed = pool.submit(parse_flags, flags or [], target) if "sglang" in _dists() else None
-        jit = pool.submit(run_python, "builder.probe.jit", target, module=True) if target else None
+        compiled = pool.submit(run_python, "builder.probe.jit", target, module=True) if target and jit else None
         pip = pool.submit(subprocess.run, [sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
         libs = [c for c in libraries(site) if c.has_gpu_code]
         # torch loads the nvidia-* wheels' libraries (and its own) before any extension that
@@ -115,7 +116,7 @@ def static(flags: Optional[List[str]], target: Optional[str] = None) -> StaticRe
     flags_outcome, options, defaults = parsed.result() if parsed is not None else (None, None, None)
     if flags is None:
         flags_outcome = None
-    jit_outcome = jit.result() if jit is not None else None
+    jit_outcome = compiled.result() if compiled is not None else None
     ldconfig = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout if shutil.which("ldconfig") else ""
     lock = Path(LOCK_IN_IMAGE).read_text() if os.path.exists(LOCK_IN_IMAGE) else None
     driver = driver_libraries([c.path for c in libs if c.kind == "library"])

@@ -2,7 +2,9 @@
 
 Both read the same image, so they run side by side. A pass is recorded (:mod:`builder.state`)
 with the image's content ID and the gate's key; an image with the same content that already
-passed the same gate here is not tested again.
+passed the same gate here is not tested again. A derived target's verify reuses the JIT compile
+its evidence step made in the stage below (:func:`builder.build.evidence.evidence_jit` says when
+that holds): under emulation that compile is most of a verify.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..build.evidence import evidence_jit
 from ..build.plan import Plan
 from ..check.verify import verify
 from ..errors import SmokeTestFailed, VerifyFailed
@@ -37,8 +40,10 @@ def gate_key(plan: Plan) -> str:
     return hashlib.sha256(json.dumps([__version__, list(plan.target.smoke)]).encode()).hexdigest()
 
 
-def gate(engine: Engine, plan: Plan, image_id: str, content_id: str, reporter: Reporter) -> Gated:
-    """Raise SmokeTestFailed or VerifyFailed unless IMAGE_ID passes; record the pass."""
+def gate(engine: Engine, plan: Plan, image_id: str, content_id: str, reporter: Reporter, *,
+         evidence_image: str | None = None) -> Gated:
+    """Raise SmokeTestFailed or VerifyFailed unless IMAGE_ID passes; record the pass. EVIDENCE_IMAGE: the image of a
+    derived target's evidence stage, IMAGE_ID's parent."""
     key = gate_key(plan)
     earlier = passed_gate(content_id, key)
     if earlier is not None:
@@ -48,14 +53,17 @@ def gate(engine: Engine, plan: Plan, image_id: str, content_id: str, reporter: R
         return Gated(reused_from=earlier)
     with ThreadPoolExecutor(max_workers=2) as pool:
         smoke = pool.submit(smoke_test, engine, image_id, plan, reporter)
-        checks = pool.submit(_verify, engine, image_id, plan, reporter)
+        checks = pool.submit(_verify, engine, image_id, plan, reporter, evidence_image)
         result = Gated(smoke.result(), checks.result())
     record_verified(image_id, gpu_checked=False, content_id=content_id, gate_key=key)
     return result
 
 
-def _verify(engine: Engine, image_id: str, plan: Plan, reporter: Reporter) -> dict[str, Any]:
-    report = verify(engine, image_id, gpu="off", repo_lock=plan.lock, record=False)  # recorded with the smoke tests' pass
+def _verify(engine: Engine, image_id: str, plan: Plan, reporter: Reporter, evidence_image: str | None) -> dict[str, Any]:
+    jit = evidence_jit(engine, plan, image_id, evidence_image) if evidence_image else None
+    if jit is not None:
+        reporter.step("verify", "reused", f"the JIT probe's compile from the evidence stage {evidence_image[:19]}: the same files")
+    report = verify(engine, image_id, gpu="off", repo_lock=plan.lock, record=False, jit=jit)  # recorded with the smoke tests' pass
     for c in report.checks:
         if c.status != "skip":
             reporter.step("verify", "passed" if c.status == "pass" else "failed", f"{c.name}: {c.detail[:120]}")

@@ -38,7 +38,8 @@ def release(engine: Engine, plan: Plan, built: Built, reporter: Reporter, out_di
     engine.images.tag(built.image_id, immutable)
     # Always through the gate: it knows what passed here, and for which smoke tests (an image the human
     # tag already names passed someone's gate, maybe with other smoke commands).
-    gated = gate(engine, plan, built.image_id, built.content_id, reporter)
+    evidence = next((s.image_id for s in built.stages if s.name == plan.evidence_stage.name), None)
+    gated = gate(engine, plan, built.image_id, built.content_id, reporter, evidence_image=evidence)
     how = f"inherited from {gated.reused_from}" if gated.reused_from else "passed"
     tags = [plan.human_tag]
     if plan.target.declares_platforms and plan.platform == engine.platform:
