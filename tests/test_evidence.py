@@ -136,6 +136,14 @@ def test_trtllm_mha_follows_the_code_xqa_jit_on_sm90_and_sm12x_trtllm_gen_cubins
     assert no_compiler["attention trtllm_mha"].available is False and "cxx missing" in no_compiler["attention trtllm_mha"].evidence
     assert rows["sm_120"]["attention fa3"].available is False and "SM8x/SM90" in rows["sm_120"]["attention fa3"].evidence
     assert rows["sm_120"]["attention cutedsl_mla"].available is False and rows["sm_120"]["attention cutlass_mla"].available is False
+    # No custom all-reduce on sm_12x, each for its reason: PCIe cards without peer links, DGX Spark's one GPU.
+    assert "PCIe-only" in rows["sm_120"]["custom all-reduce"].evidence and rows["sm_120"]["custom all-reduce"].available is False
+    assert "one GPU per machine" in rows["sm_121"]["custom all-reduce"].evidence and rows["sm_121"]["custom all-reduce"].available is False
+    # A JIT answer made in the build's evidence stage is said so, in the rows that rest on it.
+    reused = blackwell_reply()
+    reused.jit = {a: {**j, "compiled_in": "sha256:" + "ab" * 32} for a, j in reused.jit.items()}
+    assert table(reused, "sm_120")["attention flashinfer"].evidence.endswith("[compiled in the build's evidence stage sha256:abababababab, the same files]")
+    assert "compiled in" not in rows["sm_120"]["attention flashinfer"].evidence
 
 
 def test_derive_takes_sglangs_own_pick_where_the_evidence_proves_it():
@@ -362,3 +370,19 @@ def test_a_final_stage_with_post_install_commands_compiles_again(tmp_path_factor
         assert evidence == "ModuleNotFoundError: No module named 'triton.language'", evidence
     finally:
         index.stop()
+
+
+def test_the_probes_answer_is_kept_by_what_a_process_in_the_image_sees():
+    """Labels (a new revision) make another image ID, not another answer; a layer, a variable, the user, the working
+    directory or the platform does."""
+    from builder.check.static import content_key
+    from builder.engine.records import ImageRecord
+
+    base = ImageRecord(id="sha256:" + "1" * 64, labels={"org.opencontainers.image.revision": "a"},
+                       config={"Env": ["PATH=/opt/venv/bin:/usr/bin"], "User": "", "WorkingDir": ""}, layers=("sha256:aa", "sha256:bb"))
+    relabelled = replace(base, id="sha256:" + "2" * 64, labels={"org.opencontainers.image.revision": "b"}, tags=("x:y",))
+    assert content_key(relabelled) == content_key(base)
+    others = [replace(base, layers=("sha256:aa", "sha256:bc")), replace(base, layers=("sha256:aa",)),
+              replace(base, config={**base.config, "Env": ["PATH=/usr/bin"]}), replace(base, config={**base.config, "User": "1000"}),
+              replace(base, config={**base.config, "WorkingDir": "/srv"}), replace(base, architecture="arm64")]
+    assert len({content_key(o) for o in others} | {content_key(base)}) == len(others) + 1

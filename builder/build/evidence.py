@@ -86,7 +86,7 @@ def evidence_jit(engine: Engine, plan: Plan, final_image: str, evidence_image: s
     environment = dict(plan.target.env)
     if _environment(final.config) != {**_environment(evidence.config), **environment}:
         return None
-    kept = kept_reply(evidence.id, list(plan.archs), None, environment)
+    kept = kept_reply(evidence, list(plan.archs), None, environment)
     if kept is None or kept.jit is None or not all(arch in kept.jit for arch in plan.archs):
         return None
     return {arch: {**kept.jit[arch], "compiled_in": evidence.id} for arch in plan.archs}

@@ -223,6 +223,9 @@ def _custom_all_reduce(code: ImageGpuCode, arch: str) -> Feature:
     mscclpp = code.matching(["sgl_kernel/*mscclpp*.so*"])
     jit_only = sorted(PurePosixPath(r).name for r, c in mscclpp.items() if verdict(c, arch) == "ptx-jit")
     note = f"; mscclpp has PTX only for {arch} ({', '.join(jit_only)})" if jit_only else ""
+    if arch == "sm_121":  # GB10: one GPU per machine; machines linked by network all-reduce through NCCL
+        return Feature("custom all-reduce", False, "GB10 (DGX Spark) is one GPU per machine: no peer GPU to all-reduce "
+                       "with; between machines NCCL does it" + note)
     if arch.startswith("sm_12"):  # the GPUs of this capability are PCIe cards without peer links
         return Feature("custom all-reduce", False, "needs NVLink peer-to-peer; RTX 5090 and RTX PRO 6000 are PCIe-only "
                        "(upstream #25649), and one GPU needs no all-reduce" + note)

@@ -1,10 +1,11 @@
-"""The static probe's answer for an image: run once inside it, and kept by image ID.
+"""The static probe's answer for an image: run once inside it, and kept by the image's content.
 
-The answer depends only on the image's content (its ID hashes a config that names every layer
-by the hash of its contents), the probe's own code, the architectures it compiles for, the
-flags it parses and the environment it runs with, so it is kept under all of those: a second
-verify of the same image, or the gate after a derived target's evidence step, reads it instead
-of running the probe again.
+The answer depends only on what a process in the image sees: its layers (named by the hashes of
+their contents) and the run-time settings of its config (environment, user, working directory),
+with the probe's own code, the architectures it compiles for, the flags it parses and the
+variables it runs with. It is kept under all of those and nothing else: labels (a new revision)
+do not make another answer, and the stage a derived target's evidence step probed answers for
+every rebuild that gives the same layers (a second `--check-reproducible` build included).
 """
 
 from __future__ import annotations
@@ -18,18 +19,26 @@ from ..state import remember, remembered
 
 if TYPE_CHECKING:
     from ..engine import Engine
+    from ..engine.records import ImageRecord
 
 
-def _key(image_id: str, archs: list[str], flags: list[str] | None, environment: dict[str, str] | None) -> str:
+def content_key(image: ImageRecord) -> str:
+    """What a process in IMAGE sees, as one digest: its layers and the settings of its config that reach the process."""
+    seen = [list(image.layers), image.config.get("Env") or [], image.config.get("User") or "", image.config.get("WorkingDir") or "",
+            image.platform]
+    return hashlib.sha256(json.dumps(seen).encode()).hexdigest()
+
+
+def _key(image: ImageRecord, archs: list[str], flags: list[str] | None, environment: dict[str, str] | None) -> str:
     from ..engine.containers import probe_archive
 
     code = hashlib.sha256(probe_archive()).hexdigest()[:16]
-    return json.dumps([PROBE_VERSION, code, image_id, archs, flags] + ([sorted(environment.items())] if environment else []))
+    return json.dumps([PROBE_VERSION, code, content_key(image), archs, flags] + ([sorted(environment.items())] if environment else []))
 
 
-def kept_reply(image_id: str, archs: list[str], flags: list[str] | None, environment: dict[str, str] | None = None) -> StaticReply | None:
-    """The answer this machine holds for IMAGE_ID probed with ARCHS, FLAGS and ENVIRONMENT, if any."""
-    kept = remembered("probe", _key(image_id, archs, flags, environment))
+def kept_reply(image: ImageRecord, archs: list[str], flags: list[str] | None, environment: dict[str, str] | None = None) -> StaticReply | None:
+    """The answer this machine holds for IMAGE probed with ARCHS, FLAGS and ENVIRONMENT, if any."""
+    kept = remembered("probe", _key(image, archs, flags, environment))
     return StaticReply.from_dict(kept) if kept is not None else None
 
 
@@ -41,7 +50,8 @@ def static_reply(engine: Engine, image_id: str, archs: list[str], flags: list[st
     JIT: the JIT probe's answer for the very files this image compiles with, known to the caller (the build's evidence
     stage, below a final layer of sglbuild's own files): the probe skips that compile, the slow part under emulation.
     """
-    key = _key(image_id, archs, flags, environment)
+    image = engine.images.get(image_id)
+    key = _key(image, archs, flags, environment)
     if not fresh:
         kept = remembered("probe", key)
         if kept is not None:
@@ -49,7 +59,7 @@ def static_reply(engine: Engine, image_id: str, archs: list[str], flags: list[st
     known = jit is not None and all(arch in jit for arch in archs)
     args = (["static", "--target", ",".join(archs)] + (["--flags", json.dumps(flags)] if flags is not None else [])
             + (["--no-jit"] if known else []))
-    answer = engine.containers.probe(image_id, args, environment=environment)
+    answer = engine.containers.probe(image.id, args, environment=environment)
     if known:
         answer["jit"] = {arch: jit[arch] for arch in archs}
     reply = StaticReply.from_dict(answer)  # refuses a reply of another shape before it is kept
