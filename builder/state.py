@@ -3,7 +3,7 @@
 - The state directory (``$SGLBUILD_STATE``, default ``~/.local/state/sglbuild``) holds JSON
   records: which images passed verify here (what ``push`` and ``promote`` trust), the image
   built for each stage key, what was pushed, the flags derived from a stage's evidence, and
-  the static probe's answers by image ID.
+  the static probe's answers by image content (layers and run-time settings).
 - :func:`atomic_write` is every write of a file that must never be seen half-written (locks,
   records, caches): a temporary file named with the process ID beside it, then a rename, so
   two processes never share a temporary file and a killed one leaves the old file or the new.

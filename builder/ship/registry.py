@@ -88,7 +88,7 @@ def signing_for(engine: Engine, profile: Profile | None, key: Path | None) -> Si
 
 def _attest(engine: Engine, image: ImageRecord, repo: str, digest: str, signing: Signing) -> list[Attached]:
     """IMAGE's attestations, attached to its manifest REPO@DIGEST (its verify report made again here: the probe's
-    answer is kept by image ID, so this costs seconds)."""
+    answer is kept by the image's content, so this costs seconds)."""
     client, name = engine.registry(repo)
     manifest = client.manifest(name, digest)
     if manifest is None:
