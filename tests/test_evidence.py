@@ -24,8 +24,7 @@ from builder.check.verify import check_flags
 from builder.check.gpucode import ImageGpuCode
 from builder.inputs.flags import server_flags
 from builder.inputs.lockfile import read_lock
-from builder.inputs.profile import load_profile
-from builder.inputs.profile import COMPAT
+from builder.inputs.profile import COMPAT, load_profile
 from support import FAKE_SGLANG, ROOT, TEST_IMAGE, build_image, make_wheel, run_cli, small_project
 
 REAL = "sglang:blackwell-final-v2"
