@@ -7,6 +7,7 @@ runs builder/helpers inside its steps. One third-party import there breaks verif
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,22 @@ def test_the_probe_imports_in_an_isolated_interpreter():
     entry = "import sys; sys.path.insert(0, sys.argv[1]); from builder.probe.__main__ import main; sys.exit(main(['nonsense']))"
     r = subprocess.run([sys.executable, "-I", "-S", "-c", entry, str(ROOT)], capture_output=True, text=True)
     assert r.returncode == 1 and '"probe_error": "unknown probe command' in r.stdout  # the entry point answers, in JSON
+
+
+def test_no_jit_leaves_out_the_jit_probe_and_only_it():
+    """`static --no-jit` (the gate, holding the evidence stage's compile) runs everything but the JIT probe; without it,
+    the JIT probe answers for each target. Run for real, in this interpreter's environment."""
+    def static(*extra):
+        r = subprocess.run([sys.executable, "-m", "builder.probe", "static", "--target", "sm_100,sm_120", *extra], cwd=ROOT,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout[-500:] + r.stderr[-500:]
+        return json.loads(r.stdout.splitlines()[-1])
+
+    full, skipped = static(), static("--no-jit")
+    assert set(full["jit"]) == {"sm_100", "sm_120"} and all(set(a) >= {"triton", "flashinfer"} for a in full["jit"].values())
+    assert skipped["jit"] is None
+    assert set(skipped) == set(full)
+    assert skipped["dists"] == full["dists"] and skipped["libraries"] == full["libraries"]
 
 
 def test_the_check_catches_third_party_and_foreign_own_imports(tmp_path):

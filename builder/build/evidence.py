@@ -43,7 +43,7 @@ def cached(plan: Plan) -> tuple[str, ...] | None:
 def derived_flags(engine: Engine, image: str, archs: tuple[str, ...], sglang_version: str,
                   environment: dict[str, str] | None = None) -> tuple[tuple[str, ...], list]:
     """The flags IMAGE's evidence (probed with ENVIRONMENT) supports on every one of ARCHS, and the feature table behind them."""
-    reply = static_reply(engine, engine.images.get(image).id, list(archs), None, environment=environment)
+    reply = static_reply(engine, engine.images.get(image), list(archs), None, environment=environment)
     code = ImageGpuCode.of(reply)
     rows = on_every({arch: features(reply, code, arch) for arch in archs})
     return tuple(server_flags(derive(rows, sglang_default(reply, archs)), sglang_version)), rows

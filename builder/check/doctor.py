@@ -88,7 +88,7 @@ def check_host(report: Report, found: list[HostGpu], engine: Engine | None, engi
 def check_image(report: Report, engine: Engine, image_ref: str, found: list[HostGpu], shm: str) -> None:
     image = engine.images.get(image_ref)
     arch = found[0].arch if found else image.labels.get(LABEL_GPU_ARCH, "sm_120").split(",")[0]
-    data = static_reply(engine, image.id, [arch], None)
+    data = static_reply(engine, image, [arch], None)
     torch = data.imports.get("torch")
     cuda = str(torch.value.get("cuda") or "") if torch is not None and torch.ok else ""
     report.checks.append(driver_for(cuda, found[0].driver if found else None))

@@ -88,7 +88,7 @@ def _flashinfer(reply: StaticReply, code: ImageGpuCode, arch: str) -> tuple[bool
     jit = _jit(reply, arch).get("flashinfer") or {}
     if jit.get("ok"):
         return True, f"{held}; its JIT compiles for {arch} ({jit.get('module')} module: {' '.join(jit.get('sass', []))}){_where(reply, arch)}"
-    why = jit.get("error") or "the JIT probe did not run"
+    why = f"{jit.get('error') or 'the JIT probe did not run'}{_where(reply, arch)}"
     if ready:
         return True, f"{len(ready)} of {held} are for {arch}; JIT: {why}"
     return False, f"{held}, none for {arch}; {why}"

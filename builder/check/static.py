@@ -36,26 +36,27 @@ def _key(image: ImageRecord, archs: list[str], flags: list[str] | None, environm
     return json.dumps([PROBE_VERSION, code, content_key(image), archs, flags] + ([sorted(environment.items())] if environment else []))
 
 
-def kept_reply(image: ImageRecord, archs: list[str], flags: list[str] | None, environment: dict[str, str] | None = None) -> StaticReply | None:
-    """The answer this machine holds for IMAGE probed with ARCHS, FLAGS and ENVIRONMENT, if any."""
-    kept = remembered("probe", _key(image, archs, flags, environment))
+def _kept(key: str) -> StaticReply | None:
+    kept = remembered("probe", key)
     return StaticReply.from_dict(kept) if kept is not None else None
 
 
-def static_reply(engine: Engine, image_id: str, archs: list[str], flags: list[str] | None, *, fresh: bool = False,
+def kept_reply(image: ImageRecord, archs: list[str], flags: list[str] | None, environment: dict[str, str] | None = None) -> StaticReply | None:
+    """The answer this machine holds for IMAGE probed with ARCHS, FLAGS and ENVIRONMENT, if any."""
+    return _kept(_key(image, archs, flags, environment))
+
+
+def static_reply(engine: Engine, image: ImageRecord, archs: list[str], flags: list[str] | None, *, fresh: bool = False,
                  environment: dict[str, str] | None = None, jit: dict[str, Any] | None = None) -> StaticReply:
-    """The probe's answer for IMAGE_ID, with its JIT probe for ARCHS and FLAGS (None: none given) parsed by its SGLang.
+    """The probe's answer for IMAGE, with its JIT probe for ARCHS and FLAGS (None: none given) parsed by its SGLang.
 
     ENVIRONMENT: variables set over the image's own (a derived target's evidence stage runs with its final stage's).
     JIT: the JIT probe's answer for the very files this image compiles with, known to the caller (the build's evidence
     stage, below a final layer of sglbuild's own files): the probe skips that compile, the slow part under emulation.
     """
-    image = engine.images.get(image_id)
     key = _key(image, archs, flags, environment)
-    if not fresh:
-        kept = remembered("probe", key)
-        if kept is not None:
-            return StaticReply.from_dict(kept)
+    if not fresh and (kept := _kept(key)) is not None:
+        return kept
     known = jit is not None and all(arch in jit for arch in archs)
     args = (["static", "--target", ",".join(archs)] + (["--flags", json.dumps(flags)] if flags is not None else [])
             + (["--no-jit"] if known else []))

@@ -107,7 +107,7 @@ def verify(engine: Engine, image_ref: str, *, archs: list[str] | None = None, gp
     image = engine.images.get(image_ref)
     archs, source = resolve_archs(archs, image.labels)
     command = server_command(image.config, image.labels, run_args)
-    data = static_reply(engine, image.id, archs, command.flags, fresh=fresh, jit=jit)
+    data = static_reply(engine, image, archs, command.flags, fresh=fresh, jit=jit)
     code = ImageGpuCode.of(data)
     report = Report("verify", image_ref, image.id, archs, source, facts=versions(data))
     tables = {arch: features(data, code, arch) for arch in archs}
