@@ -42,6 +42,9 @@ SBOM_IN_IMAGE = IN_IMAGE_DIR + "/sbom.cdx.json"
 ENTRYPOINT_IN_IMAGE = "/usr/local/bin/sglbuild-entrypoint"
 VENV = "/opt/venv"
 PROBE_MOUNT = "/opt/sglbuild-probe"  # where the host's builder package is mounted, read-only
+# The probe's children share one byte-code cache, in the container's own scratch space (never the image's tree, and
+# gone with the container): torch's modules are compiled once, not once per child (minutes under emulation).
+PROBE_PYCACHE = "/tmp/sglbuild-pycache"
 
 # -- files the build fetches from the wheel server, beside the wheels ----------------------------
 SERVED_LOCK = "sglbuild/lock.json"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,45 @@ def test_no_jit_leaves_out_the_jit_probe_and_only_it():
     assert skipped["jit"] is None
     assert set(skipped) == set(full)
     assert skipped["dists"] == full["dists"] and skipped["libraries"] == full["libraries"]
+
+
+def _sglang(root: Path, init: str, server_args: str) -> Path:
+    """A stand-in sglang under ROOT (with its dist-info, as pip leaves it): its __init__ and its server_args module."""
+    (root / "sglang" / "srt").mkdir(parents=True)
+    (root / "sglang" / "__init__.py").write_text(init)
+    (root / "sglang" / "srt" / "__init__.py").write_text("")
+    (root / "sglang" / "srt" / "server_args.py").write_text(server_args)
+    (root / "sglang-9.9.dist-info").mkdir()
+    (root / "sglang-9.9.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: sglang\nVersion: 9.9\n")
+    return root
+
+
+_SERVER_ARGS = ("class ServerArgs:\n    @staticmethod\n    def add_cli_args(p):\n        p.add_argument('--model-path')\n"
+                "        p.add_argument('--attention-backend', choices=['flashinfer', 'triton'])\n")
+
+
+@pytest.mark.parametrize("case", ["works", "parser fails", "import fails"])
+def test_the_parsers_child_answers_for_import_sglang_and_a_child_of_its_own_where_it_failed(tmp_path, case):
+    """The probe asks `import sglang` through the flag parser's child (one emulated SGLang import, not two). Where that
+    child fails, the import is asked alone: a parser that cannot import must not read as an SGLang that cannot."""
+    init, server_args = {"works": ("__version__ = '9.9'\n", _SERVER_ARGS),
+                         "parser fails": ("__version__ = '9.9'\n", "raise ImportError('no module named vllm_stub')\n"),
+                         "import fails": ("raise RuntimeError('sglang cannot start here')\n", _SERVER_ARGS)}[case]
+    _sglang(tmp_path, init, server_args)
+    r = subprocess.run([sys.executable, "-m", "builder.probe", "static", "--flags", '["--attention-backend", "triton"]'], cwd=ROOT,
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": f"{ROOT}:{tmp_path}"})
+    assert r.returncode == 0, r.stdout[-500:] + r.stderr[-500:]
+    answer = json.loads(r.stdout.splitlines()[-1])
+    sglang, flags = answer["imports"]["sglang"], answer["flags"]
+    if case == "works":
+        assert sglang == {"ok": True, "value": {"version": "9.9"}, "error": None}
+        assert flags["ok"] and flags["value"]["attention_backend"] == "triton" and answer["server_options"]["attention_backend"] == ["flashinfer", "triton"]
+    elif case == "parser fails":
+        assert sglang == {"ok": True, "value": {"version": "9.9"}, "error": None}
+        assert not flags["ok"] and "vllm_stub" in flags["error"]
+    else:
+        assert not sglang["ok"] and sglang["error"] == "RuntimeError: sglang cannot start here"
+        assert not flags["ok"] and "sglang cannot start here" in flags["error"]
 
 
 def test_the_check_catches_third_party_and_foreign_own_imports(tmp_path):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import docker.errors
 from docker.types import DeviceRequest
 
-from ..contracts import LABEL_MANAGED, PROBE_MOUNT
+from ..contracts import LABEL_MANAGED, PROBE_MOUNT, PROBE_PYCACHE
 from ..errors import ProbeFailed
 from .guard import guard
 from .records import ContainerRecord
@@ -123,7 +123,7 @@ class Containers:
         """
         self.engine.images.get(image)
         code, out = self.run(image, ["python3", "-m", "builder.probe", *args], gpus=gpus,
-                             environment={**(environment or {}), "PYTHONPATH": PROBE_MOUNT, "PYTHONDONTWRITEBYTECODE": "1"},
+                             environment={**(environment or {}), "PYTHONPATH": PROBE_MOUNT, "PYTHONPYCACHEPREFIX": PROBE_PYCACHE},
                              files={"/": probe_archive()})
         lines = out.strip().splitlines()
         try:

@@ -1,7 +1,7 @@
 """Parse server flags with the image's own SGLang: ``python -m builder.probe.flags JSON_LIST [sm_100,sm_120]``.
 
-Prints one JSON object: the values the parser gave (``parsed``, or null when it refused),
-the parser's own reason when it refused (``error: unrecognized arguments:
+Prints one JSON object: SGLang's version, the values the parser gave (``parsed``, or null when it
+refused), the parser's own reason when it refused (``error: unrecognized arguments:
 --disable-flashinfer``, not a warning some import printed first), the choices the image's
 SGLang offers (``choices``: attention and sampling backends, and which switches exist), and,
 for each architecture given, what the image's SGLang itself picks for a backend the flags leave
@@ -115,8 +115,11 @@ def _defaults_in_server_args(args: argparse.Namespace, facts: dict) -> dict:
 
 
 def main(argv: list) -> int:
+    import sglang
+
     p = parser()
-    answer: dict = {"choices": choices(p), "parsed": None, "error": None, "defaults": None}
+    # The version too: this child has imported sglang, so the static probe need not start another for it.
+    answer: dict = {"version": sglang.__version__, "choices": choices(p), "parsed": None, "error": None, "defaults": None}
     archs = [a for a in (argv[1] if len(argv) > 1 else "").split(",") if a]
     try:
         flags = json.loads(argv[0])

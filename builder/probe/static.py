@@ -1,8 +1,10 @@
 """The static probe: everything verify's static checks need, from one run inside the image.
 
 Runs with the image's own Python, no network, no GPU. Imports that may fail or crash
-(torch, sglang, the flag parser) run in child processes, so one failure is reported,
-not fatal. Standard library only.
+(torch, sglang, the flag parser, the JIT probe) run in child processes, so one failure is
+reported, not fatal. Under emulation most of the time is Python compiling the image's modules:
+the children share one byte-code cache (the caller's PYTHONPYCACHEPREFIX), the parser's child
+starts once torch is compiled, and it answers for `import sglang` too. Standard library only.
 """
 
 from __future__ import annotations
@@ -80,12 +82,13 @@ def libraries(roots: List[str]) -> List[GpuCode]:
 
 def parse_flags(flags: List[str], target: Optional[str] = None) -> tuple:
     """(Outcome of parsing FLAGS with the image's SGLang, the choices it offers or None, its default backends per
-    architecture of TARGET or None)."""
+    architecture of TARGET or None, the Outcome of importing sglang as that child saw it or None where it failed)."""
     child = run_python("builder.probe.flags", json.dumps(flags), *([target] if target else []), module=True)
-    if not child.ok:  # sglang itself did not import
-        return child, None, None
+    if not child.ok:  # sglang or its parser did not import: which of them, a child of its own says
+        return child, None, None, None
     answer = child.value
-    return Outcome(answer["error"] is None, answer["parsed"], answer["error"]), answer["choices"], answer.get("defaults")
+    return (Outcome(answer["error"] is None, answer["parsed"], answer["error"]), answer["choices"], answer.get("defaults"),
+            Outcome(True, {"version": answer["version"]}))
 
 
 def static(flags: Optional[List[str]], target: Optional[str] = None, jit: bool = True) -> StaticReply:
@@ -94,12 +97,17 @@ def static(flags: Optional[List[str]], target: Optional[str] = None, jit: bool =
     paths = sysconfig.get_paths()
     site = sorted({paths["purelib"], paths["platlib"]})
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-        imports = {name: pool.submit(run_python, code) for name, code in _IMPORTS.items()}
-        # Parsed even with no flags given: the parser's choices are evidence for the feature table.
-        parsed = pool.submit(parse_flags, flags or [], target) if "sglang" in _dists() else None
+        # The JIT probe first: its compile is the longest part (minutes under emulation).
         compiled = pool.submit(run_python, "builder.probe.jit", target, module=True) if target and jit else None
         pip = pool.submit(subprocess.run, [sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
+        torch = pool.submit(run_python, _IMPORTS["torch"])
         libs = [c for c in libraries(site) if c.has_gpu_code]
+        # The flag parser imports SGLang, and so torch: started once torch's byte-code is in the probe's cache (where the
+        # caller gives one, PYTHONPYCACHEPREFIX), it reads it rather than compiling it again.
+        torch.result()
+        # Parsed even with no flags given: the parser's choices are evidence for the feature table. Its child also
+        # answers for `import sglang` (a child of its own asks again only where it failed).
+        parsed = pool.submit(parse_flags, flags or [], target) if "sglang" in _dists() else None
         # torch loads the nvidia-* wheels' libraries (and its own) before any extension that
         # needs them: resolve with that path, as the process does at run time.
         preload = sorted(glob.glob(os.path.join(site[0], "nvidia", "*", "lib")) + glob.glob(os.path.join(site[0], "torch", "lib")))
@@ -113,7 +121,7 @@ def static(flags: Optional[List[str]], target: Optional[str] = None, jit: bool =
         missing = dict(pool.map(ldd, [c.path for c in libs if c.kind == "library"])) if shutil.which("ldd") else None
         pipc = pip.result()
     dists = _dists()
-    flags_outcome, options, defaults = parsed.result() if parsed is not None else (None, None, None)
+    flags_outcome, options, defaults, sglang = parsed.result() if parsed is not None else (None, None, None, None)
     if flags is None:
         flags_outcome = None
     jit_outcome = compiled.result() if compiled is not None else None
@@ -128,7 +136,7 @@ def static(flags: Optional[List[str]], target: Optional[str] = None, jit: bool =
         site_packages=site,
         dists=dists,
         pip_check=Outcome(pipc.returncode == 0, pip_out, None if pipc.returncode == 0 else (pip_out.splitlines() or ["failed"])[0]),
-        imports={name: f.result() for name, f in imports.items()},
+        imports={"torch": torch.result(), "sglang": sglang or run_python(_IMPORTS["sglang"])},
         flags=flags_outcome,
         server_options=options,
         jit=jit_outcome.value if jit_outcome is not None and jit_outcome.ok else (
