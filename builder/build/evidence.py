@@ -14,6 +14,7 @@ the gate then reuses that compile (:func:`evidence_jit`) instead of making it ag
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
@@ -56,10 +57,11 @@ def complete(engine: Engine, plan: Plan, evidence_image: str, reporter: Reporter
         reporter.step("evidence", "reused", f"derived flags for {','.join(plan.archs)}: {' '.join(known)}")
         return plan.with_derived(known)
     sglang = plan.lock.wheel("sglang")
+    t0 = time.monotonic()
     flags, rows = derived_flags(engine, evidence_image, plan.archs, sglang.version if sglang else "0", dict(plan.target.env))
     chosen = ", ".join(f.name for f in rows if f.available and f.name.startswith(("attention", "sampling")))
-    reporter.step("evidence", "derived", f"{plan.evidence_stage.name} runs on {','.join(plan.archs)}: {chosen or 'nothing proven'}; "
-                  f"flags: {' '.join(flags)}")
+    reporter.step("evidence", "derived", f"{time.monotonic() - t0:5.1f} s  {plan.evidence_stage.name} runs on {','.join(plan.archs)}: "
+                  f"{chosen or 'nothing proven'}; flags: {' '.join(flags)}")
     remember("evidence", _key(plan), list(flags))
     return plan.with_derived(flags)
 

@@ -59,6 +59,7 @@ class Built:
     content_id: str = ""  # equal for images that differ only in provenance labels (see normalize)
     layers: list[str] = field(default_factory=list)  # diff IDs, base first
     size: int = 0
+    evidence_seconds: float = 0.0  # a derived target's evidence step: under emulation, most of a build
     normalize_seconds: float = 0.0
     seconds: float = 0.0
 
@@ -97,7 +98,9 @@ def _build_image(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Reporte
 
     built.stages = build_stages(engine, plan, wheelhouse, reporter, fresh=fresh, verbose=verbose, cache=cache)
     if plan.awaiting_evidence:
+        t0 = time.monotonic()
         plan = complete(engine, plan, built.stages[-1].image_id, reporter, fresh=fresh)
+        built.evidence_seconds = time.monotonic() - t0
         built.stages += build_stages(engine, plan, wheelhouse, reporter, fresh=fresh, verbose=verbose, only=[plan.final], cache=cache)
 
     t0 = time.monotonic()

@@ -119,7 +119,7 @@ def main(argv: list) -> int:
 
     p = parser()
     # The version too: this child has imported sglang, so the static probe need not start another for it.
-    answer: dict = {"version": sglang.__version__, "choices": choices(p), "parsed": None, "error": None, "defaults": None}
+    answer: dict = {"version": getattr(sglang, "__version__", None), "choices": choices(p), "parsed": None, "error": None, "defaults": None}
     archs = [a for a in (argv[1] if len(argv) > 1 else "").split(",") if a]
     try:
         flags = json.loads(argv[0])

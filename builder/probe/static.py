@@ -87,8 +87,9 @@ def parse_flags(flags: List[str], target: Optional[str] = None) -> tuple:
     if not child.ok:  # sglang or its parser did not import: which of them, a child of its own says
         return child, None, None, None
     answer = child.value
+    version = answer.get("version")  # None: an SGLang without __version__, which `import sglang`'s own child reports
     return (Outcome(answer["error"] is None, answer["parsed"], answer["error"]), answer["choices"], answer.get("defaults"),
-            Outcome(True, {"version": answer["version"]}))
+            Outcome(True, {"version": version}) if version is not None else None)
 
 
 def static(flags: Optional[List[str]], target: Optional[str] = None, jit: bool = True) -> StaticReply:
