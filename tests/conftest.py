@@ -68,7 +68,7 @@ def registry(tmp_path_factory):
     # SGLBUILD_TEST_REGISTRY_HOST: where the engine under test reaches this host (ci/engine.sh's engine: 10.200.26.1).
     host = os.environ.get("SGLBUILD_TEST_REGISTRY_HOST", "127.0.0.1")
     out = subprocess.run([str(ROOT / "ci" / "registry.sh"), str(port)], env={**os.environ, "REGISTRY_DIR": str(d), "REGISTRY_HOST": host},
-                         capture_output=True, text=True, check=True).stdout.strip()
+                         capture_output=True, text=True, check=True, timeout=600).stdout.strip()
     yield out
     os.kill(int((d / "registry.pid").read_text()), signal.SIGTERM)  # the registry this fixture started, by its id
 
@@ -80,7 +80,7 @@ def _uv(machine: str) -> Path:
     if not found:
         subprocess.run([sys.executable, "-m", "pip", "download", "--isolated", "--quiet", "--no-deps",
                         "--only-binary=:all:", "--platform", f"manylinux_2_17_{machine}", "--python-version", "3.11",
-                        "--index-url", "https://pypi.org/simple", "-d", str(d), f"uv=={UV_VERSION}"], check=True)
+                        "--index-url", "https://pypi.org/simple", "-d", str(d), f"uv=={UV_VERSION}"], check=True, timeout=600)
         found = sorted(d.glob(f"uv-{UV_VERSION}-*manylinux_2_17_{machine}*.whl"))
     return found[0]
 
@@ -105,7 +105,7 @@ def arm64_so(tmp_path_factory) -> bytes:
 
     need_nvcc()
     if shutil.which("aarch64-linux-gnu-ld") is None:
-        subprocess.run(["apt-get", "install", "-y", "-qq", "binutils-aarch64-linux-gnu"], check=True, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "binutils-aarch64-linux-gnu"], check=True, capture_output=True, timeout=600)
     return aarch64_so(tmp_path_factory.mktemp("aarch64"), "common_ops", ["-gencode", "arch=compute_121a,code=sm_121a"])
 
 
@@ -151,6 +151,6 @@ def multi(tmp_path_factory, docker_client, uv_wheels, sm120_so, arm64_so):
     this engine (arm64 under emulation): the platforms' and the attestations' tests share its images."""
     tmp = tmp_path_factory.mktemp("multi")
     project, index = multi_project(tmp, uv_wheels, {"x86_64": sm120_so, "aarch64": arm64_so},
-                                   steps=(("lock",), ("fetch",), ("build", "--json")))
+                                   steps=(("lock",), ("fetch",), ("build", "--json")), timeout=1800)
     yield {"project": project, "index": index, "client": docker_client, "tmp": tmp}
     index.stop()

@@ -323,9 +323,10 @@ MULTI = {"linux/amd64": ["sm_120"], "linux/arm64": ["sm_121"]}  # the two-platfo
 
 
 def multi_project(tmp: Path, uv_wheels: dict[str, Path], kernels: dict[str, bytes], name: str = "multitest",
-                  platforms: dict[str, list[str]] | None = None, steps: tuple[tuple[str, ...], ...] = (("lock",), ("fetch",))
-                  ) -> tuple[Path, PackageIndex]:
-    """The small target on two platforms: its kernel wheel is a platform wheel per machine (KERNELS: machine -> .so)."""
+                  platforms: dict[str, list[str]] | None = None, steps: tuple[tuple[str, ...], ...] = (("lock",), ("fetch",)),
+                  timeout: int = 600) -> tuple[Path, PackageIndex]:
+    """The small target on two platforms: its kernel wheel is a platform wheel per machine (KERNELS: machine -> .so);
+    TIMEOUT bounds each of STEPS."""
     index = PackageIndex(tmp / "index")
     src = tmp / "built-wheels"
     index.add(make_wheel(src, "sgltest-torch", "2.9.1", requires=["sgltest-dep>=1"]))
@@ -340,7 +341,7 @@ def multi_project(tmp: Path, uv_wheels: dict[str, Path], kernels: dict[str, byte
     project.mkdir()
     (project / "sglbuild.toml").write_text(small_profile(index.url, name=name, platforms=platforms or MULTI))
     for args in steps:
-        r = run_cli(*args, cwd=project)
+        r = run_cli(*args, cwd=project, timeout=timeout)
         assert r.returncode == 0, r.stderr
     return project, index
 
