@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from builder.cli import handled
+from builder.contracts import LABEL_MANAGED
 from builder.engine import guard, translate
 from builder.errors import DiskFull, EngineError, EngineUnavailable, ExitCode, ImageNotFound, InputError
 from support import ROOT, run_cli
@@ -54,9 +55,12 @@ def test_a_bad_image_reference_is_bad_input(docker_client, tmp_path):
     assert "invalid reference format" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_an_import_the_engine_refuses_is_one_error(engine, tmp_path):
+def test_an_import_the_engine_refuses_is_one_error_and_leaves_no_image(engine, docker_client, tmp_path):
     corrupt = tmp_path / "rootfs.tar"
     corrupt.write_bytes(b"not a tar archive " * 200)
+    before = {image.id for image in docker_client.images.list(all=True)}
     with pytest.raises(EngineError) as refused:
-        engine.images.import_tarball(corrupt, [])
+        engine.images.import_tarball(corrupt, [f'LABEL {LABEL_MANAGED}="true"'])  # labelled as the base step does
     assert str(refused.value).startswith("the engine refused the import of rootfs.tar:") and "\n" not in str(refused.value)
+    # containerd's store keeps an untagged record of the image it could not unpack; sglbuild removes it
+    assert {image.id for image in docker_client.images.list(all=True)} == before

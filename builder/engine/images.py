@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import docker.errors
 
 from ..contracts import LABEL_MANAGED
-from ..errors import EngineError, ImageNotFound, NetworkError
+from ..errors import DiskFull, EngineError, ImageNotFound, NetworkError
 from .guard import guard
 from .archives import canonical, digest_of, legacy_archive, oci_layout_archive
 from .records import ImageRecord
@@ -95,7 +95,19 @@ class Images:
             return sorted(t for summary in self.api.images() for t in summary.get("RepoTags") or () if t.startswith(prefixes))
 
     def import_tarball(self, tarball: Path, changes: list[str], platform: str | None = None) -> str:
-        """``docker import``: a root filesystem tarball as a one-layer image; returns its ID."""
+        """``docker import``: a root filesystem tarball as a one-layer image; returns its ID. An import the engine
+        refuses leaves no image of sglbuild's behind: containerd's store keeps the record of an image whose layer it
+        could not unpack, untagged, under the labels CHANGES gave it."""
+        before = {image.id for image in self.list(label=LABEL_MANAGED, dangling=True)}
+        try:
+            return self._import(tarball, changes, platform)
+        except (EngineError, DiskFull):  # refused, or refused for want of space: the engine still answers
+            for image in self.list(label=LABEL_MANAGED, dangling=True):
+                if image.id not in before:
+                    self.remove(image.id)
+            raise
+
+    def _import(self, tarball: Path, changes: list[str], platform: str | None) -> str:
         with guard(f"the import of {tarball.name}"):
             params = {"platform": platform} if platform else {}
             out = self.api.import_image_from_file(str(tarball), changes=changes, **params)
