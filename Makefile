@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 TARGET ?=
 
-.PHONY: image test test-engine bench reliability host lock pipeline clean-images readme-features
+.PHONY: image test test-unit test-engine test-full test-prepare clean-test-cache bench reliability host lock pipeline clean-images readme-features
 
 $(BIN)/sglbuild: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,16 +21,39 @@ image: $(BIN)/sglbuild host
 	$(BIN)/sglbuild fetch $(TARGET)
 	$(BIN)/sglbuild build $(TARGET)
 
-## test: unit tests and integration tests against the real engine
+## test: unit and integration tests against the real engine (everything but the heavy evidence of test-full): two
+## pytest-xdist workers, each file on one worker, then the tests that act on the whole engine (gc, every image) alone
+PYTEST   := $(BIN)/pytest -q --durations=15
+PARALLEL := -n 2 --dist loadfile --no-loadscope-reorder
 test: $(BIN)/sglbuild host
-	$(BIN)/pytest -q
+	$(PYTEST) $(PARALLEL) -m "not full and not exclusive"; a=$$?; $(PYTEST) -m "exclusive and not full"; b=$$?; \
+	  [ $$a -eq 0 ] && [ $$b -eq 0 ]
 
-## test-engine: the integration tests again, against a second engine (Docker 26.1.5 with buildx and containerd's
-## image store, from Debian 13's packages, in a chroot in its own network namespace: ci/engine.sh)
-ENGINE_TESTS := tests/test_build.py tests/test_repro.py tests/test_quoting.py tests/test_cache.py tests/test_verify.py tests/test_pipeline.py tests/test_engine_errors.py tests/test_platforms.py tests/test_attest.py tests/test_toolchain.py
+## test-unit: what needs neither an engine nor the network (seconds; CI's pull-request job)
+test-unit: $(BIN)/sglbuild
+	$(PYTEST) -m "not engine and not network and not corpus and not full"
+
+## test-engine: the integration tests that can differ between engines, again on a second engine (Docker 26.1.5 with
+## buildx and containerd's image store, from Debian 13's packages, in a chroot in its own network namespace: ci/engine.sh)
+ENGINE_TESTS := tests/test_build.py tests/test_repro.py tests/test_quoting.py tests/test_cache.py tests/test_verify.py tests/test_pipeline.py tests/test_engine_errors.py tests/test_family.py tests/test_toolchain.py
+ENGINE_ENV    = env $$(ci/engine.sh env) SGLBUILD_TEST_REGISTRY_HOST=10.200.26.1
 test-engine: $(BIN)/sglbuild host
 	ci/engine.sh up containerd
-	env $$(ci/engine.sh env) SGLBUILD_TEST_REGISTRY_HOST=10.200.26.1 $(BIN)/pytest -q -m engine $(ENGINE_TESTS)
+	$(ENGINE_ENV) $(PYTEST) $(PARALLEL) -m "engine and not full and not exclusive" $(ENGINE_TESTS); a=$$?; \
+	  $(ENGINE_ENV) $(PYTEST) -m "engine and exclusive and not full" $(ENGINE_TESTS); b=$$?; [ $$a -eq 0 ] && [ $$b -eq 0 ]
+
+## test-full: everything, with the heavy evidence (whole builds from nothing, the bench's plain build), one at a time
+test-full: $(BIN)/sglbuild host
+	$(PYTEST)
+
+## test-prepare: make what the suite keeps on disk (nvcc fixtures, uv, both test bases: arm64 under emulation), no engine
+## needed; CI runs it beside 'make image'; 'make test' makes whatever is missing itself
+test-prepare: $(BIN)/sglbuild
+	$(BIN)/python tests/testcache.py prepare
+
+## clean-test-cache: remove what the suite keeps between runs (test bases, small stages, nvcc fixtures, its downloads)
+clean-test-cache: $(BIN)/sglbuild
+	$(BIN)/python tests/testcache.py clean
 
 ## bench: sglbuild against the naive build of the same pins, and the reproducible build against a plain one (needs ~40 GB free disk)
 bench: $(BIN)/sglbuild host

@@ -466,15 +466,9 @@ def _uv_wheel(version: str) -> Path:
 
 
 def _sm120_so(work: Path) -> bytes:
-    from support import nvcc_so
+    from support import sm120_kernel
 
-    d = work / "nvcc"
-    d.mkdir()
-    for lib in ("libnuma.so.1", "libcuda.so.1"):
-        subprocess.run(["gcc", "-shared", "-fPIC", f"-Wl,-soname,{lib}", "-o", str(d / lib), "-x", "c", "-"],
-                       input=b"int sglbuild_stub(void){return 0;}\n", check=True)
-    return nvcc_so(d, "common_ops", ["-gencode", "arch=compute_120a,code=sm_120a"],
-                   ["-Xlinker", "--no-as-needed", "-L", str(d), "-l:libnuma.so.1", "-l:libcuda.so.1"])
+    return sm120_kernel()
 
 
 if __name__ == "__main__":

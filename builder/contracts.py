@@ -72,6 +72,9 @@ TOOLS = "tools"  # the lock's name for build tools (uv), which no image keeps
 RESERVED_STAGE_NAMES = frozenset({"base", STAGE_SYSTEM, STAGE_FINAL, TOOLS})
 BASE_REPO = "sglbuild/base"
 STAGE_REPO = "sglbuild/stage"
+# The test suite's cache: each base and stage image it keeps between runs has a second tag here (gc lists them and keeps
+# them; 'make clean-test-cache' removes them).
+TEST_CACHE_REPO = "sglbuild-test-cache"
 
 # -- platforms an image is built for ------------------------------------------------------------
 # Docker's name -> (Python's platform.machine(), Debian's architecture, Docker's architecture)

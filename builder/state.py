@@ -4,6 +4,8 @@
   records: which images passed verify here (what ``push`` and ``promote`` trust), the image
   built for each stage key, what was pushed, the flags derived from a stage's evidence, and
   the static probe's answers by image content (layers and run-time settings).
+- Records are read, changed and written back under a lock of their file (:func:`_records`): two processes at once
+  never lose each other's records.
 - :func:`atomic_write` is every write of a file that must never be seen half-written (locks,
   records, caches): a temporary file named with the process ID beside it, then a rename, so
   two processes never share a temporary file and a killed one leaves the old file or the new.
@@ -18,12 +20,14 @@ smoke-tested and verified again.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .contracts import SCRATCH_PREFIXES
 
@@ -45,6 +49,30 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_copy(source: Path, path: Path) -> None:
+    """Copy SOURCE to PATH whole or not at all (a hard link where it can, else a copy, then a rename)."""
+    import shutil
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def base_cache_dir() -> Path | None:
+    """$SGLBUILD_BASE_CACHE: where bootstrapped root filesystems are kept for another engine or a later build (opt-in)."""
+    where = os.environ.get("SGLBUILD_BASE_CACHE")
+    return Path(where) if where else None
 
 
 def scratch(kind: str, where: Path | None = None) -> tempfile.TemporaryDirectory:
@@ -74,18 +102,31 @@ def _save(name: str, data: dict[str, Any]) -> None:
     atomic_write(state_dir() / name, json.dumps(data, indent=2, sort_keys=True))
 
 
+@contextmanager
+def _records(name: str) -> Iterator[dict[str, Any]]:
+    """The records of NAME to read and change, written back whole when the block ends: under an exclusive lock, so two
+    processes at once (two builds, a build and a verify) never lose each other's records."""
+    where = state_dir()
+    where.mkdir(parents=True, exist_ok=True)
+    with open(where / f".{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released by the kernel if this process dies
+        records = _load(name)
+        yield records
+        _save(name, records)
+
+
 def _update(name: str, key: str, value: Any) -> None:
-    records = _load(name)
-    records[key] = value
-    _save(name, records)
+    with _records(name) as records:
+        records[key] = value
 
 
 # -- which images passed verify here ---------------------------------------------------------------
 
 def record_verified(image_id: str, *, gpu_checked: bool, content_id: str | None = None, gate_key: str | None = None) -> None:
-    old = _load("verified.json").get(image_id, {})
-    _update("verified.json", image_id, {"time": int(time.time()), "gpu": gpu_checked or old.get("gpu", False),
-                                        "content": content_id or old.get("content"), "gate": gate_key or old.get("gate")})
+    with _records("verified.json") as records:
+        old = records.get(image_id, {})
+        records[image_id] = {"time": int(time.time()), "gpu": gpu_checked or old.get("gpu", False),
+                             "content": content_id or old.get("content"), "gate": gate_key or old.get("gate")}
 
 
 def verified(image_id: str) -> dict[str, Any] | None:
@@ -102,21 +143,23 @@ def passed_gate(content_id: str, gate_key: str) -> str | None:
 
 # -- the image built for each stage key -----------------------------------------------------------
 
-def record_stage(key: str, image_id: str) -> None:
-    """The image built (or pulled and checked) for stage key KEY: a later build reuses only that image."""
-    _update("stages.json", key, image_id)
+def record_stage(key: str, image_id: str, content: str) -> None:
+    """The image built (or pulled and checked) for stage key KEY, and its content (what a process in it sees: layers and
+    run-time settings): a later build reuses only an image of that content under the stage's tag."""
+    _update("stages.json", key, {"id": image_id, "content": content})
 
 
-def stage_image(key: str) -> str | None:
-    return _load("stages.json").get(key)
+def stage_image(key: str) -> dict[str, str] | None:
+    """{"id", "content"} recorded for stage key KEY (a record of an older sglbuild: its ID alone)."""
+    found = _load("stages.json").get(key)
+    return {"id": found, "content": ""} if isinstance(found, str) else found
 
 
 # -- pushes ------------------------------------------------------------------------------------------
 
 def record_push(image_id: str, ref: str, tag: str) -> None:
-    pushes = _load("pushes.json")
-    pushes.setdefault(image_id, []).append({"ref": ref, "tag": tag, "time": int(time.time())})
-    _save("pushes.json", pushes)
+    with _records("pushes.json") as pushes:
+        pushes.setdefault(image_id, []).append({"ref": ref, "tag": tag, "time": int(time.time())})
 
 
 # -- answers that depend only on an image's content: derived flags, the static probe's reply ---------

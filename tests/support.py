@@ -15,14 +15,16 @@ import time
 import zipfile
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Callable
 
 from packaging.utils import canonicalize_name
+
+from testcache import CACHE, locked, made_once, tool_version  # the suite's cache: what is made once and kept between runs
 
 ROOT = Path(__file__).resolve().parent.parent
 SGLBUILD = [sys.executable, "-m", "builder.cli"]
 TEST_IMAGE = "sglbuild-test/app"
 UV_VERSION = "0.13.9"
-CACHE = Path(os.environ.get("SGLBUILD_TEST_CACHE", Path.home() / ".cache" / "sglbuild-tests"))
 
 
 
@@ -211,12 +213,41 @@ def need_nvcc() -> str:
     return found
 
 
-def nvcc_so(tmp: Path, name: str, gencode: list[str], link: list[str] = ()) -> bytes:
-    """A real shared object with GPU code compiled by nvcc (no CUDA runtime needed to read it)."""
-    (tmp / f"{name}.cu").write_text('extern "C" __global__ void scale(float* x, float a) { x[threadIdx.x] *= a; }\n')
-    subprocess.run(["nvcc", "-shared", "-Xcompiler", "-fPIC", "-cudart", "none", "-o", str(tmp / f"{name}.so"),
-                    str(tmp / f"{name}.cu"), *gencode, *link], check=True, capture_output=True)
-    return (tmp / f"{name}.so").read_bytes()
+def nvcc_so(name: str, gencode: list[str], link: list[str] = ()) -> bytes:
+    """A real shared object with GPU code compiled by nvcc (no CUDA runtime needed to read it); made once, then kept in
+    the suite's cache (nvcc's output differs from run to run: a new one would change every stage key that installs it).
+    LINK: nvcc's link options; each -l:LIB gets a stand-in library, in the directory "{stubs}" names."""
+    source = 'extern "C" __global__ void scale(float* x, float a) { x[threadIdx.x] *= a; }\n'
+
+    def make(d: Path) -> Path:
+        for lib in _linked_stubs(link):  # the libraries it links against, as stand-ins (the image has the real ones)
+            subprocess.run(["gcc", "-shared", "-fPIC", f"-Wl,-soname,{lib}", "-o", str(d / lib), "-x", "c", "-"],
+                           input=b"int sglbuild_stub(void){return 0;}\n", check=True)
+        (d / f"{name}.cu").write_text(source)
+        args = [a if a != "{stubs}" else str(d) for a in link]
+        subprocess.run(["nvcc", "-shared", "-Xcompiler", "-fPIC", "-cudart", "none", "-o", str(d / f"{name}.so"),
+                        str(d / f"{name}.cu"), *gencode, *args], check=True, capture_output=True)
+        return d / f"{name}.so"
+
+    return made_once("nvcc", [tool_version(["nvcc"]), tool_version(["gcc"]), name, gencode, list(link), source], make)
+
+
+def sm120_kernel() -> bytes:
+    """The small target's kernel (and its torch's CUDA library): sm_120a SASS, linked against libnuma.so.1 and libcuda.so.1."""
+    return nvcc_so("common_ops", ["-gencode", "arch=compute_120a,code=sm_120a"],
+                   ["-Xlinker", "--no-as-needed", "-L", "{stubs}", "-l:libnuma.so.1", "-l:libcuda.so.1"])
+
+
+def arm64_kernel() -> bytes:
+    """The two-platform target's aarch64 kernel: sm_121a SASS (DGX Spark), linked against libnuma.so.1. Needs the aarch64
+    binutils, installed here when missing (as root), as ci/registry.sh installs the registry."""
+    if shutil.which("aarch64-linux-gnu-ld") is None:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "binutils-aarch64-linux-gnu"], check=True, capture_output=True, timeout=600)
+    return aarch64_so("common_ops", ["-gencode", "arch=compute_121a,code=sm_121a"])
+
+
+def _linked_stubs(link: list[str] | tuple[str, ...]) -> list[str]:
+    return [a.removeprefix("-l:") for a in link if a.startswith("-l:")]
 
 
 DEBIAN_BASE = """suite = "bookworm"
@@ -276,21 +307,24 @@ def _platforms_toml(platforms: dict[str, list[str]] | None) -> str:
     return "platforms = { " + ", ".join(f'"{p}" = {json.dumps(archs)}' for p, archs in platforms.items()) + " }"
 
 
-def aarch64_so(tmp: Path, name: str, gencode: list[str], needed: tuple[str, ...] = ("libnuma.so.1",)) -> bytes:
+def aarch64_so(name: str, gencode: list[str], needed: tuple[str, ...] = ("libnuma.so.1",)) -> bytes:
     """A real aarch64 shared object holding GPU code (nvcc's fatbin for GENCODE in .nv_fatbin), linked against NEEDED,
-    made with the host's nvcc and binutils-aarch64-linux-gnu (the suite's fixture installs them)."""
-    d = tmp / f"aarch64-{name}"
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "k.cu").write_text('extern "C" __global__ void scale(float* x, float a) { x[threadIdx.x] *= a; }\n')
-    subprocess.run(["nvcc", "-fatbin", *gencode, "-o", str(d / "k.fatbin"), str(d / "k.cu")], check=True, capture_output=True)
-    (d / "ops.S").write_text('  .section .nv_fatbin,"a"\n  .balign 8\n  .incbin "k.fatbin"\n')
-    subprocess.run(["aarch64-linux-gnu-as", "-o", str(d / "ops.o"), str(d / "ops.S")], check=True, cwd=d)
-    subprocess.run(["aarch64-linux-gnu-as", "-o", str(d / "empty.o")], input=b"", check=True)
-    for lib in needed:
-        subprocess.run(["aarch64-linux-gnu-ld", "-shared", "-soname", lib, "-o", str(d / lib), str(d / "empty.o")], check=True)
-    subprocess.run(["aarch64-linux-gnu-ld", "-shared", "-soname", f"{name}.so", "-o", str(d / f"{name}.so"), str(d / "ops.o"),
-                    "--no-as-needed", "-L", str(d), *(f"-l:{lib}" for lib in needed)], check=True)
-    return (d / f"{name}.so").read_bytes()
+    made with the host's nvcc and binutils-aarch64-linux-gnu (the suite's fixture installs them); made once, then kept."""
+    source = 'extern "C" __global__ void scale(float* x, float a) { x[threadIdx.x] *= a; }\n'
+
+    def make(d: Path) -> Path:
+        (d / "k.cu").write_text(source)
+        subprocess.run(["nvcc", "-fatbin", *gencode, "-o", str(d / "k.fatbin"), str(d / "k.cu")], check=True, capture_output=True)
+        (d / "ops.S").write_text('  .section .nv_fatbin,"a"\n  .balign 8\n  .incbin "k.fatbin"\n')
+        subprocess.run(["aarch64-linux-gnu-as", "-o", str(d / "ops.o"), str(d / "ops.S")], check=True, cwd=d)
+        subprocess.run(["aarch64-linux-gnu-as", "-o", str(d / "empty.o")], input=b"", check=True)
+        for lib in needed:
+            subprocess.run(["aarch64-linux-gnu-ld", "-shared", "-soname", lib, "-o", str(d / lib), str(d / "empty.o")], check=True)
+        subprocess.run(["aarch64-linux-gnu-ld", "-shared", "-soname", f"{name}.so", "-o", str(d / f"{name}.so"), str(d / "ops.o"),
+                        "--no-as-needed", "-L", str(d), *(f"-l:{lib}" for lib in needed)], check=True)
+        return d / f"{name}.so"
+
+    return made_once("nvcc", [tool_version(["nvcc"]), tool_version(["aarch64-linux-gnu-ld"]), name, gencode, list(needed), source], make)
 
 
 def populate_index(index: PackageIndex, tmp: Path, uv_wheel: Path, sm120_so: bytes | None) -> None:
@@ -340,9 +374,40 @@ def multi_project(tmp: Path, uv_wheels: dict[str, Path], kernels: dict[str, byte
     project = tmp / "project"
     project.mkdir()
     (project / "sglbuild.toml").write_text(small_profile(index.url, name=name, platforms=platforms or MULTI))
-    for args in steps:
-        r = run_cli(*args, cwd=project, timeout=timeout)
-        assert r.returncode == 0, r.stderr
+    run_steps(project, steps, timeout)
+    return project, index
+
+
+def uv_wheel_for(machine: str) -> Path:
+    """The real uv wheel for MACHINE, fetched once from PyPI, then cached."""
+    d = CACHE / "uv"
+    with locked(f"uv-{machine}"):  # the prefetch and a test may ask at once
+        found = sorted(d.glob(f"uv-{UV_VERSION}-*manylinux_2_17_{machine}*.whl"))
+        if not found:
+            subprocess.run([sys.executable, "-m", "pip", "download", "--isolated", "--quiet", "--no-deps",
+                            "--only-binary=:all:", "--platform", f"manylinux_2_17_{machine}", "--python-version", "3.11",
+                            "--index-url", "https://pypi.org/simple", "-d", str(d), f"uv=={UV_VERSION}"], check=True, timeout=600)
+            found = sorted(d.glob(f"uv-{UV_VERSION}-*manylinux_2_17_{machine}*.whl"))
+    return found[0]
+
+
+def prepare_family(tmp: Path, uv: Callable[[str], Path], client=None) -> tuple[Path, PackageIndex]:
+    """The two-platform target locked in TMP, and both its bases bootstrapped into sglbuild's base cache, touching no
+    engine (CLIENT, if given, says which bases an engine has already): the emulated arm64 one first, the long pole, then
+    amd64, every small target's base, unless a build made it meanwhile."""
+    from builder.build.base import bootstrap_to_cache
+    from builder.build.plan import base_ref
+    from builder.inputs.lockfile import read_lock
+    from builder.inputs.profile import load_profile
+
+    project, index = multi_project(tmp, {"x86_64": uv("x86_64"), "aarch64": uv("aarch64")},
+                                   {"x86_64": sm120_kernel(), "aarch64": arm64_kernel()}, steps=(("lock",),))
+    profile = load_profile(project / "sglbuild.toml")
+    target = profile.target(None)
+    for platform in sorted(target.platform_names, key=lambda p: p == "linux/amd64"):
+        lock = read_lock(profile, target, platform)
+        if client is None or not any(base_ref(target, lock) in image.tags for image in client.images.list("sglbuild/base")):
+            bootstrap_to_cache(target, lock)
     return project, index
 
 
@@ -354,12 +419,37 @@ def small_project(tmp: Path, uv_wheel: Path, sm120_so: bytes | None, name: str =
     project = tmp / "project"
     project.mkdir()
     (project / "sglbuild.toml").write_text(small_profile(index.url, name=name, extra=extra))
-    for args in steps:
-        r = run_cli(*args, cwd=project)
-        assert r.returncode == 0, r.stderr
+    run_steps(project, steps)
     return project, index
 
 
+def run_steps(project: Path, steps: tuple[tuple[str, ...], ...], timeout: int = 600) -> None:
+    """Run each of STEPS (sglbuild's arguments) in PROJECT; a fetch takes the Debian packages the suite fetched before from
+    its cache (fetch checks each one's sha256 as it checks a download)."""
+    for args in steps:
+        if args[:1] == ("fetch",):
+            share_debs(project, into_project=True)
+        r = run_cli(*args, cwd=project, timeout=timeout)
+        assert r.returncode == 0, r.stderr
+        if args[:1] == ("fetch",):
+            share_debs(project, into_project=False)
+
+
+def share_debs(project: Path, *, into_project: bool) -> None:
+    """Copy .deb files between PROJECT's wheelhouse and the suite's cache (CACHE/debs): into the project before a fetch
+    (which checks each file's sha256), back into the cache after it (a file fetch replaced is replaced there too)."""
+    import filecmp
+
+    cache, wheels = CACHE / "debs", project / "wheels"
+    src, dst = (cache, wheels) if into_project else (wheels, cache)
+    if not src.is_dir():
+        return
+    dst.mkdir(parents=True, exist_ok=True)
+    for deb in src.glob("*.deb"):
+        if not (dst / deb.name).exists() or not filecmp.cmp(deb, dst / deb.name, shallow=False):
+            tmp = dst / f".{deb.name}.{os.getpid()}.tmp"
+            shutil.copyfile(deb, tmp)
+            os.replace(tmp, dst / deb.name)
 
 
 
@@ -375,23 +465,26 @@ def _ours(tag: str) -> bool:
 
 
 def engine_snapshot(client) -> dict[str, set[str]]:
-    """What of sglbuild's is on the engine: tags, images with its label, containers with its label, its networks."""
+    """What of sglbuild's is on the engine: tags, images with its label, containers with its label, its networks (by name
+    and ID: a network removed and made again under the same name is a new one)."""
     images = client.images.list(all=True)
     return {
         "tags": {t for image in images for t in image.tags if _ours(t)},
         "images": {image.id for image in images if (image.labels or {}).get(MANAGED) and not image.tags},
         "containers": {c.name for c in client.containers.list(all=True, filters={"label": MANAGED})},
-        "networks": {n.name for n in client.networks.list(filters={"label": MANAGED})},
+        "networks": {f"{n.name}@{n.id[:12]}" for n in client.networks.list(filters={"label": MANAGED})},
     }
 
 
-def left_behind(before: dict[str, set[str]], after: dict[str, set[str]]) -> list[str]:
-    """What AFTER has of sglbuild's that BEFORE had not: one line each."""
-    return [f"{kind[:-1]} {name}" for kind in ("tags", "images", "containers", "networks") for name in sorted(after[kind] - before[kind])]
+def left_behind(before: dict[str, set[str]], after: dict[str, set[str]], ignore: set[str] = frozenset()) -> list[str]:
+    """What AFTER has of sglbuild's that BEFORE had not (IGNORE: the suite's cache): one line each."""
+    return [f"{kind[:-1]} {name}" for kind in ("tags", "images", "containers", "networks")
+            for name in sorted(after[kind] - before[kind]) if name not in ignore]
 
 
-def remove_left_behind(client, before: dict[str, set[str]]) -> None:
-    """Remove what the suite made since BEFORE: containers, then tags, then untagged images, then networks."""
+def remove_left_behind(client, before: dict[str, set[str]], keep: set[str] = frozenset()) -> None:
+    """Remove what the suite made since BEFORE but KEEP (the suite's cache): containers, then tags, then untagged images,
+    then networks."""
     import docker.errors
 
     after = engine_snapshot(client)
@@ -400,7 +493,7 @@ def remove_left_behind(client, before: dict[str, set[str]]) -> None:
             client.containers.get(name).remove(force=True)
         except docker.errors.APIError:
             pass
-    for tag in sorted(after["tags"] - before["tags"], reverse=True):  # children before parents
+    for tag in sorted(after["tags"] - before["tags"] - set(keep), reverse=True):  # children before parents
         try:
             client.images.remove(tag, force=True)
         except docker.errors.APIError:
@@ -412,7 +505,7 @@ def remove_left_behind(client, before: dict[str, set[str]]) -> None:
             pass
     for name in after["networks"] - before["networks"]:
         try:
-            client.networks.get(name).remove()
+            client.networks.get(name.split("@")[1]).remove()
         except docker.errors.APIError:
             pass
 

@@ -9,7 +9,7 @@ import pytest
 
 from support import build_image, run_cli, small_project
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.exclusive]  # removes shared stage tags, as a new machine lacks them
 
 
 def build(project, *args):
@@ -35,8 +35,7 @@ def test_an_empty_engine_builds_from_the_cache_by_pulling_alone(tmp_path_factory
     project, index = small_project(tmp_path_factory.mktemp("cache"), uv_wheel, sm120_so, name="cachetest")
     cache = f"{registry}/sglbuild-test/cache"
     try:
-        first, err = build(project, "--no-cache")  # built here, no cache
-        assert set(statuses(first).values()) == {"built"}
+        first, err = build(project)  # built here (or reused: the suite's own stages), no registry cache
         # A warm engine seeds the empty cache with what it has (the text output says what it pushed) ...
         seeded = run_cli("build", "--cache", cache, cwd=project)
         assert seeded.returncode == 0, seeded.stderr

@@ -55,6 +55,7 @@ def test_a_bad_image_reference_is_bad_input(docker_client, tmp_path):
     assert "invalid reference format" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.exclusive  # every image of the engine, before and after
 def test_an_import_the_engine_refuses_is_one_error_and_leaves_no_image(engine, docker_client, tmp_path):
     corrupt = tmp_path / "rootfs.tar"
     corrupt.write_bytes(b"not a tar archive " * 200)

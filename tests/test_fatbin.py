@@ -6,6 +6,7 @@ every GPU file of the default wheelhouse must get cuobjdump's answer, kind by ki
 
 from __future__ import annotations
 
+import inspect
 import io
 import re
 import subprocess
@@ -18,6 +19,7 @@ from builder.contracts import GpuCode
 from builder.errors import FatbinError
 from builder.probe.fatbin import arch_key, scan_file, scan_stream, scan_wheel, verdict
 from support import CACHE, ROOT, make_wheel, need_nvcc, run_cli
+from testcache import kept_dir, tool_version
 
 KERNELS = """
 extern "C" __global__ void scale(float* x, float a) { x[threadIdx.x] *= a; }
@@ -48,19 +50,24 @@ def nvcc(*args: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> dict[str, Path]:
-    """Real GPU binaries of every kind, made by nvcc."""
-    d = tmp_path_factory.mktemp("fatbins")
+def built() -> dict[str, Path]:
+    """Real GPU binaries of every kind, made by nvcc (once: kept in the suite's cache, keyed by the tools and this recipe)."""
+    need_nvcc()
+    return binaries(binaries_dir())
+
+
+def binaries_dir() -> Path:
+    recipe = [inspect.getsource(make_binaries), KERNELS, DEVICE_FN, CALLER, RDC, VARIANTS, CUBINS]
+    return kept_dir("fatbins", [tool_version(["nvcc"]), tool_version(["g++"]), *recipe], make_binaries)
+
+
+def make_binaries(d: Path) -> None:
     (d / "k.cu").write_text(KERNELS)
-    out = {}
     for name, (flags, _, _) in VARIANTS.items():
         nvcc("-shared", "-Xcompiler", "-fPIC", "-o", str(d / f"{name}.so"), str(d / "k.cu"), *flags)
-        out[name] = d / f"{name}.so"
     for arch in CUBINS:  # standalone cubins, as FlashInfer ships them
         nvcc("-cubin", f"-arch={arch}", "-o", str(d / f"k.{arch}.cubin"), str(d / "k.cu"))
-        out[f"cubin_{arch}"] = d / f"k.{arch}.cubin"
     nvcc("-fatbin", "-gencode", "arch=compute_120,code=sm_120", "-gencode", "arch=compute_90,code=compute_90", "-o", str(d / "k.fatbin"), str(d / "k.cu"))
-    out["fatbin"] = d / "k.fatbin"
     # Relocatable device code (-rdc): objects, an archive of them, and two shared objects: one
     # device-linked (.nv_fatbin beside the objects' __nv_relfatbin, like libnvshmem_host), one
     # never device-linked (__nv_relfatbin only: nothing the driver can load).
@@ -72,9 +79,15 @@ def built(tmp_path_factory) -> dict[str, Path]:
     nvcc("-dlink", "-Xcompiler", "-fPIC", *RDC, "-o", str(d / "dlink.o"), str(d / "dev.o"), str(d / "kern.o"))
     subprocess.run(["g++", "-shared", "-o", str(d / "linked.so"), str(d / "dev.o"), str(d / "kern.o"), str(d / "dlink.o")], check=True)
     subprocess.run(["g++", "-shared", "-o", str(d / "unlinked.so"), str(d / "dev.o"), str(d / "kern.o")], check=True)
-    out.update({"object": d / "dev.o", "archive": d / "libdev.a", "linked": d / "linked.so", "unlinked": d / "unlinked.so"})
     subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(d / "host.so"), "-x", "c", "-"], input=b"int f(void){return 1;}\n", check=True)
-    out["host"] = d / "host.so"
+
+
+def binaries(d: Path) -> dict[str, Path]:
+    """What make_binaries wrote in D, by name."""
+    out = {name: d / f"{name}.so" for name in VARIANTS}
+    out.update({f"cubin_{arch}": d / f"k.{arch}.cubin" for arch in CUBINS})
+    out.update({"fatbin": d / "k.fatbin", "object": d / "dev.o", "archive": d / "libdev.a", "linked": d / "linked.so",
+                "unlinked": d / "unlinked.so", "host": d / "host.so"})
     return out
 
 
@@ -122,8 +135,10 @@ def test_relocatable_code_is_listed_as_cuobjdump_lists_it_and_never_loadable(bui
         assert verdict(code, "sm_90") == verdict(code, "sm_120") == "link-only"
 
 
-def test_every_gpu_file_of_the_wheelhouse_gets_cuobjdumps_answer(cuobjdump):
-    """The default target's wheelhouse, file by file: libraries, FlashInfer's cubins, static archives."""
+@pytest.mark.corpus
+def test_every_gpu_file_of_the_wheelhouse_gets_cuobjdumps_answer(cuobjdump, prefetch):
+    """The default target's wheelhouse, file by file: libraries, FlashInfer's cubins, static archives. Both readers run
+    in the background from the session's start (the suite's prefetch), cuobjdump's answers kept by file between runs."""
     from builder.inputs.lockfile import read_lock
     from builder.inputs.profile import load_profile
 
@@ -133,7 +148,8 @@ def test_every_gpu_file_of_the_wheelhouse_gets_cuobjdumps_answer(cuobjdump):
     missing = [w.filename for w in lock.wheels if not (wheels / w.filename).is_file()]
     if missing:
         pytest.skip(f"wheels/ is not filled ({len(missing)} of {len(lock.wheels)} wheels missing): run 'sglbuild fetch'")
-    rows, _ = compare_wheelhouse(wheels, cuobjdump, cache=CACHE / "cuobjdump-answers.json")
+    compared = prefetch.result("wheelhouse") or compare_wheelhouse(wheels, cuobjdump, cache=CACHE / "cuobjdump-answers.json")
+    rows, _ = compared
     gpu = [r for r in rows if r.theirs.entries or r.ours.entries]
     differ = [f"{r.file}: ours {r.ours}, cuobjdump {r.theirs}" for r in gpu if not r.agree]
     assert not differ, f"{len(differ)} of {len(gpu)} GPU files differ: " + "; ".join(differ[:5])

@@ -6,7 +6,7 @@ import pytest
 
 from support import build_image, run_cli
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.exclusive]  # gc acts on every image of sglbuild's
 
 
 def _image(client, label: bool, tag: str | None = None) -> str:
@@ -22,18 +22,22 @@ def test_gc_removes_leftovers_and_keeps_the_rest(engine, docker_client, tmp_path
     ours = _image(docker_client, True)  # an untagged sglbuild image, as a killed build leaves
     theirs = _image(docker_client, False)  # an untagged image someone else made
     kept = _image(docker_client, True, "sglbuild-test/gc-kept:1")  # tagged: in use
+    cached = _image(docker_client, True, "sglbuild-test-cache/stage:gc-kept")  # the test suite's cache: listed, kept
+    export = _image(docker_client, True, "sglbuild/stage:gc-0123456789abcdef.build-99999")  # a killed BuildKit build's export
     container = docker_client.containers.create(kept, ["x"], labels={"io.sglbuild.managed": "true"})
     (tmp_path / "wheels" / ".sglbuild-served-x").mkdir(parents=True)
     try:
         dry = run_cli("--wheels", str(tmp_path / "wheels"), "gc", "--dry-run", cwd=tmp_path)
         assert dry.returncode == 0 and ours[:19] in dry.stdout and engine.images.find(ours) is not None
+        assert "kept: the test suite's cache" in dry.stdout and "sglbuild-test-cache/stage:gc-kept" in dry.stdout
         r = run_cli("--wheels", str(tmp_path / "wheels"), "gc", cwd=tmp_path)
         assert r.returncode == 0, r.stderr
-        assert engine.images.find(ours) is None  # removed
+        assert engine.images.find(ours) is None and engine.images.find(export) is None  # removed
         assert engine.images.find(theirs) is not None and engine.images.find(kept) is not None  # not ours / tagged
+        assert engine.images.find(cached) is not None  # the suite's cache stays
         assert container.name in r.stdout and not (tmp_path / "wheels" / ".sglbuild-served-x").exists()
     finally:
-        for ref in (theirs, "sglbuild-test/gc-kept:1"):
+        for ref in (theirs, "sglbuild-test/gc-kept:1", "sglbuild-test-cache/stage:gc-kept"):
             engine.images.remove(ref, force=True)
 
 

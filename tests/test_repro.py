@@ -20,7 +20,8 @@ requires = ["sgltest-clash-a==1.0", "sgltest-clash-b==1.0"]
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, docker_client, uv_wheel, sm120_so):
-    project, index = small_project(tmp_path_factory.mktemp("repro"), uv_wheel, sm120_so, name="reprotest", extra=CLASH)
+    project, index = small_project(tmp_path_factory.mktemp("repro"), uv_wheel, sm120_so, name="reprotest", extra=CLASH,
+                                   steps=(("lock",), ("fetch",), ("build", "--quiet")))
     yield {"project": project, "index": index, "client": docker_client}
     index.stop()
 
@@ -31,6 +32,8 @@ def build(project: Path, *args: str) -> dict:
     return json.loads(r.stdout)
 
 
+@pytest.mark.full  # --check-reproducible below holds the same promise (every layer from scratch, offline), in make test
+@pytest.mark.exclusive  # every dangling image of the engine, before and after
 def test_offline_rebuild_from_scratch_gives_the_same_image_id(env):
     """Build; stop the package index; rebuild base and every stage with no cache: same ID, same layers."""
     project = env["project"]
@@ -53,6 +56,7 @@ def test_offline_rebuild_from_scratch_gives_the_same_image_id(env):
     assert image.attrs["Created"].startswith("2025-09-18T00:00:00")
 
 
+@pytest.mark.full  # the bench's plain build, checked; make test keeps the reproducible build's own checks
 def test_plain_build_differs_only_in_what_the_measures_pin(env, engine):
     """The benchmark's plain build: the same files as the reproducible image, other times, another ID."""
     from builder.build.stages import build_image
@@ -106,12 +110,24 @@ def test_inspect_gives_back_the_lock_and_the_sbom(env, tmp_path):
     assert (project / "out" / "reprotest.cdx.json").read_text() == (tmp_path / "sbom.json").read_text()
 
 
+def test_the_later_of_two_wheels_that_ship_one_file_wins_and_the_image_is_dated_by_the_epoch(env):
+    """Both clash wheels ship sgltest_clash.py; the later one in the lock wins in every build (the rebuilds below and the
+    full tier's offline rebuild hold it to the same bytes)."""
+    image = env["client"].images.get(f"{TEST_IMAGE}:reprotest")
+    out = env["client"].containers.run(image.id, ["python", "-c", "import sgltest_clash; print(sgltest_clash.WHO)"],
+                                       remove=True, network_mode="none")
+    assert out.decode().strip() == "b"
+    assert image.attrs["Created"].startswith("2025-09-18T00:00:00")
+
+
 def test_nondeterministic_step_is_caught_and_named(env):
-    """Two from-scratch builds: every layer identical but the final one, where the report names the file."""
+    """Two from-scratch builds, offline (the package index stopped): every layer identical but the final one, where the
+    report names the file."""
     project = env["project"]
     profile = project / "sglbuild.toml"
     good = profile.read_text()
     profile.write_text(good.replace('gpu_arch = "sm_120"', f'gpu_arch = "sm_120"\n{STAMP}', 1))
+    env["index"].stop()
     try:
         r = run_cli("build", "--check-reproducible", "--json", cwd=project)
         assert r.returncode == 1, r.stderr

@@ -94,7 +94,7 @@ def test_missing_libnuma_fails_shared_libs(good):
 
 
 def test_kernel_without_the_target_arch_fails_gpu_code(good):
-    sm90 = nvcc_so(good["tmp"], "sm90_only", ["-gencode", "arch=compute_90a,code=sm_90a", "-gencode", "arch=compute_80,code=sm_80"])
+    sm90 = nvcc_so("sm90_only", ["-gencode", "arch=compute_90a,code=sm_90a", "-gencode", "arch=compute_80,code=sm_80"])
     site = "/opt/venv/lib/python3.11/site-packages"
     img = derive(good["client"], "no-sm120", f"FROM {GOOD}\nCOPY common_ops.so {site}/sgltest_kernel/common_ops.so\n",
                  {"common_ops.so": sm90})
@@ -114,6 +114,20 @@ def test_default_flag_the_images_sglang_rejects_fails_serve_flags(good):
     assert c["detail"].endswith("error: unrecognized arguments: --disable-flashinfer")  # the parser's reason, not a warning
 
 
+def test_a_torch_without_its_cuda_library_fails_gpu_code(good):
+    """torch's CUDA library gone (as in a CPU build of torch), and the image requires it native: GPU code fails."""
+    native = json.dumps(["torch/lib/libtorch_cuda.so", "sgltest_kernel/common_ops.so"])
+    img = derive(good["client"], "no-cuda-torch", f"FROM {GOOD}\n"
+                 "RUN python -c \"import os, sysconfig; os.remove(sysconfig.get_paths()['purelib'] + '/torch/lib/libtorch_cuda.so')\"\n"
+                 f"LABEL io.sglbuild.require-native='{native}'\n")
+    code, report, _ = verify(img, good["project"])
+    assert code == 1
+    c = check(report, "gpu-code")
+    assert c["status"] == "fail" and "torch/lib/libtorch_cuda.so: no library with GPU code matches" in c["detail"]
+    assert check(report, "pins")["status"] == "pass"  # the lock's own wheels are still as locked
+
+
+@pytest.mark.full  # the same verdict as above, with a real CPU build of torch installed in its place (a 200 MB wheel)
 @pytest.mark.skipif(not CPU_TORCH, reason="no CPU build of torch on this machine (/opt/wheels)")
 def test_cpu_only_torch_fails_gpu_code(good, tmp_path):
     wheel = CPU_TORCH[0]
@@ -224,8 +238,8 @@ def test_a_gpu_librarys_runpath_to_a_stub_shadows_the_driver(good, stub, tmp_pat
     import subprocess
 
     (tmp_path / "libcuda.so.1").write_bytes(stub)
-    lib = nvcc_so(tmp_path, "rpath_ops", ["-gencode", "arch=compute_120a,code=sm_120a"],
-                  ["-Xlinker", "--no-as-needed", "-Xlinker", "-rpath=/opt/vendored", "-L", str(tmp_path), "-l:libcuda.so.1"])
+    lib = nvcc_so("rpath_ops", ["-gencode", "arch=compute_120a,code=sm_120a"],
+                  ["-Xlinker", "--no-as-needed", "-Xlinker", "-rpath=/opt/vendored", "-L", "{stubs}", "-l:libcuda.so.1"])
     assert b"/opt/vendored" in lib
     img = derive(good["client"], "stub-rpath", f"FROM {GOOD}\nCOPY libcuda.so /opt/vendored/libcuda.so.1\n"
                  f"COPY rpath_ops.so {SITE}/sgltest_kernel/rpath_ops.so\n", {"libcuda.so": stub, "rpath_ops.so": lib})

@@ -7,17 +7,20 @@ image is tagged only after its installed packages are checked against the lock.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from ..contracts import DEFAULT_PLATFORM, LABEL_MANAGED, PLATFORMS
 from ..errors import DiskFull, EngineError, IntegrityError, Interrupted, NetworkError, ToolMissing
 from ..inputs.lockfile import Lock
 from ..inputs.profile import Target
-from ..state import scratch
+from ..inputs.hashing import sha256_file
+from ..state import atomic_copy, atomic_write, base_cache_dir, scratch
 from .normalize import image_config
 from .plan import base_key
 
@@ -53,13 +56,8 @@ def ensure_base(engine: Engine, target: Target, lock: Lock, ref: str, *, fresh: 
         repo, _, digest = ref.partition("@")
         engine.images.pull(repo, digest)
         return True
-    if shutil.which("mmdebstrap") is None:
-        raise ToolMissing("mmdebstrap is not installed", "apt-get install mmdebstrap")
     with scratch("base") as tmp:
-        if shutil.disk_usage(tmp).free < _MIN_FREE:
-            raise DiskFull(f"less than 2 GiB free in {tmp} for the base tarball", "free space or set TMPDIR")
-        tarball = Path(tmp, "rootfs.tar")
-        _bootstrap(target, lock, tarball)
+        tarball = _rootfs(target, lock, key, Path(tmp), fresh=fresh)
         image_id = engine.images.import_tarball(tarball, [f'LABEL {LABEL_MANAGED}="true"'])
     try:
         _check_packages(engine, image_id, lock)
@@ -76,6 +74,67 @@ def ensure_base(engine: Engine, target: Target, lock: Lock, ref: str, *, fresh: 
     return True
 
 
+def bootstrap_to_cache(target: Target, lock: Lock) -> Path | None:
+    """Bootstrap the base into $SGLBUILD_BASE_CACHE, touching no engine, unless it is there already: the slow, engine-free
+    part of a base (minutes for another architecture, under emulation) done ahead of a build. None without a cache."""
+    if base_cache_dir() is None or not target.base.bootstrapped:
+        return None
+    with scratch("base") as tmp:
+        return _rootfs(target, lock, base_key(target, lock), Path(tmp))
+
+
+def _rootfs(target: Target, lock: Lock, key: str, tmp: Path, *, fresh: bool = False) -> Path:
+    """The base's root filesystem tarball: the one kept in $SGLBUILD_BASE_CACHE for KEY (unless FRESH), else bootstrapped
+    into TMP (and kept there). Under the key's lock: two builds at once bootstrap a base once."""
+    with _key_lock(key):
+        kept = None if fresh else _kept_tarball(key)
+        if kept is not None:
+            return kept
+        if shutil.disk_usage(tmp).free < _MIN_FREE:
+            raise DiskFull(f"less than 2 GiB free in {tmp} for the base tarball", "free space or set TMPDIR")
+        _bootstrap(target, lock, tmp / "rootfs.tar")
+        return _keep_tarball(key, tmp / "rootfs.tar")
+
+
+@contextmanager
+def _key_lock(key: str) -> Iterator[None]:
+    where = base_cache_dir()
+    if where is None:
+        yield
+        return
+    where.mkdir(parents=True, exist_ok=True)
+    with open(where / f"{key}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released by the kernel if this process dies
+        yield
+
+
+def _kept_tarball(key: str) -> Path | None:
+    """The root filesystem bootstrapped earlier for KEY, kept in $SGLBUILD_BASE_CACHE (whole: its sha256 is checked), or None.
+    The image made from it is held to the lock's packages as a new bootstrap is."""
+    where = base_cache_dir()
+    if where is None:
+        return None
+    tarball, digest = where / f"{key}.tar", where / f"{key}.tar.sha256"
+    try:
+        if sha256_file(tarball) == digest.read_text().strip():
+            return tarball
+    except OSError:
+        return None
+    tarball.unlink(missing_ok=True)  # not what was kept: bootstrap again
+    return None
+
+
+def _keep_tarball(key: str, tarball: Path) -> Path:
+    """TARBALL, kept for KEY in $SGLBUILD_BASE_CACHE when there is one (else TARBALL itself)."""
+    where = base_cache_dir()
+    if where is None:
+        return tarball
+    kept = where / f"{key}.tar"
+    atomic_copy(tarball, kept)
+    atomic_write(where / f"{key}.tar.sha256", sha256_file(kept) + "\n")
+    return kept
+
+
 def reissue(engine: Engine, image_id: str, epoch: int, name: str, platform: str = DEFAULT_PLATFORM) -> None:
     """Give an imported base a config made of its inputs alone (``docker import`` stamps the time of the
     import and the engine's own architecture), loaded as NAME: the layer is the engine's already, so none
@@ -86,6 +145,8 @@ def reissue(engine: Engine, image_id: str, epoch: int, name: str, platform: str 
 
 
 def _bootstrap(target: Target, lock: Lock, tarball: Path) -> None:
+    if shutil.which("mmdebstrap") is None:
+        raise ToolMissing("mmdebstrap is not installed", "apt-get install mmdebstrap")
     base = target.base
     # Pin what the profile asks for to the locked versions; the essential set follows
     # the mirror and is checked against the lock after import.

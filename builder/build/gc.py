@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from ..contracts import LABEL_MANAGED
+from ..contracts import LABEL_MANAGED, STAGE_REPO, TEST_CACHE_REPO
 from ..errors import EnvironmentProblem
-from ..state import scratch_leftovers
+from ..state import base_cache_dir, scratch_leftovers
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -61,6 +61,9 @@ class Collected:
     paths: list[str] = field(default_factory=list)
     bytes: int = 0
     kept_running: list[str] = field(default_factory=list)
+    kept_cache: list[str] = field(default_factory=list)  # the test suite's cache: tagged, kept on purpose
+    base_cache: list[str] = field(default_factory=list)  # root filesystems in $SGLBUILD_BASE_CACHE (kept)
+    base_cache_bytes: int = 0
 
 
 def collect(engine: Engine, wheelhouse: Path, *, dry_run: bool = False) -> Collected:
@@ -73,7 +76,8 @@ def collect(engine: Engine, wheelhouse: Path, *, dry_run: bool = False) -> Colle
             out.containers.append(c.name)
             if not dry_run:
                 engine.containers.remove(c.id)
-        for tag in engine.images.tags_under(SCRATCH_REPOS):
+        building = [t for t in engine.images.tags_under((STAGE_REPO + ":",)) if ".build-" in t.rpartition(":")[2]]
+        for tag in [*engine.images.tags_under(SCRATCH_REPOS), *building]:  # a BuildKit export a killed build never renamed
             out.images.append(tag)
             if not dry_run:
                 engine.images.remove(tag, force=True)
@@ -92,6 +96,11 @@ def collect(engine: Engine, wheelhouse: Path, *, dry_run: bool = False) -> Colle
             out.paths.append(str(path))
             if not dry_run:
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        out.kept_cache = engine.images.tags_under((TEST_CACHE_REPO + "/",))
+        where = base_cache_dir()
+        for tarball in sorted(where.glob("*.tar")) if where is not None and where.is_dir() else []:
+            out.base_cache.append(str(tarball))
+            out.base_cache_bytes += tarball.stat().st_size
     return out
 
 
@@ -103,4 +112,11 @@ def text(c: Collected, dry_run: bool) -> str:
                                                           ("network", c.networks), ("path", c.paths)) for name in names]
     if c.kept_running:
         lines.append(f"  kept running: {', '.join(c.kept_running)} (stop them with docker rm -f)")
+    if c.kept_cache:
+        lines.append(f"  kept: the test suite's cache, {len(c.kept_cache)} images ('make clean-test-cache' removes them)")
+        lines += [f"    {tag}" for tag in c.kept_cache]
+    if c.base_cache:
+        lines.append(f"  kept: {len(c.base_cache)} bootstrapped bases in $SGLBUILD_BASE_CACHE ({c.base_cache_bytes / 1e9:.2f} GB; "
+                     "delete the files to drop them)")
+        lines += [f"    {path}" for path in c.base_cache]
     return "\n".join(lines) + "\n"

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 from ..contracts import BUILDKIT_WHEELHOUSE_PORT, LABEL_MANAGED, LABEL_STAGE_KEY, TOOLS
 from ..errors import DiskFull, InputError
 from ..inputs.profile import Target
+from ..check.static import content_key
 from ..inputs.wheelhouse import verify_wheelhouse
 from ..state import record_stage, scratch, stage_image
 from ..ui import Reporter
@@ -131,7 +132,7 @@ def build_stages(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Reporte
             image_id = cache.fetch(stage.name, stage.key, stage.tag)
             if image_id is None:
                 break
-            record_stage(stage.key, image_id)
+            record_stage(stage.key, image_id, content_key(engine.images.get(image_id)))
             pulled[stage.name] = image_id
             todo.remove(stage)
     if not todo:
@@ -158,7 +159,7 @@ def build_stages(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Reporte
             image_id = build_one(stage)
             # Only a finished image gets the stage's tag; the image it replaces (--no-cache) is not left dangling.
             engine.images.tag(image_id, stage.tag, drop_replaced=True, previous=previous)
-            record_stage(stage.key, image_id)
+            record_stage(stage.key, image_id, content_key(engine.images.get(image_id)))
             seconds = time.monotonic() - t0
             reporter.step(stage.name, "built", f"{seconds:5.1f} s  {stage.tag}")
             results.append(StageResult(stage.name, stage.tag, image_id, "built", seconds))
@@ -234,19 +235,21 @@ def _offer(cache: StageCache | None, stages: list[PlannedStage], results: list[S
 
 
 def _trusted(engine: Engine, stage: PlannedStage, reporter: Reporter) -> str | None:
-    """The ID of the image STAGE's tag names, if it is the image built for its key here (else None). An image
-    ID is the hash of its config, which names every layer by the hash of its contents: a file changed in a
-    stage image (a commit re-tagged, say) is another ID, caught here at no cost. Stages with no record
-    (built before it existed) are taken as they are and recorded."""
+    """The ID of the image STAGE's tag names, if it has the content built for its key here (else None). The content is
+    what a process in the image sees: its layers, each named by the hash of its files, and its run-time settings. A
+    file changed in a stage image (a commit re-tagged, say) is another layer, caught here at the cost of one lookup;
+    the same stage built again by another build (another wheel server's address in its history: another ID) is not.
+    Stages with no record (built before it existed) are taken as they are and recorded."""
     image = engine.images.find(stage.tag)
     if image is None:
         return None
     known = stage_image(stage.key)
-    if known is None:
-        record_stage(stage.key, image.id)
+    content = content_key(image)
+    if known is None or (image.id != known["id"] and content == known["content"]):
+        record_stage(stage.key, image.id, content)
         return image.id
-    if image.id != known:
-        reporter.step(stage.name, "changed", f"{stage.tag} is {image.id[:19]}, not the {known[:19]} built for its key; building it again")
+    if image.id != known["id"]:
+        reporter.step(stage.name, "changed", f"{stage.tag} is {image.id[:19]}, not the {known['id'][:19]} built for its key; building it again")
         return None
     return image.id
 

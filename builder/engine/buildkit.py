@@ -49,15 +49,19 @@ class BuildKit:
     def build(self, dockerfile: str, stage: str, *, contexts: dict[str, Path], buildargs: dict[str, str],
               labels: dict[str, str], tag: str, nocache: bool, on_line: Callable[[str], None] | None = None,
               on_failure: Callable[[list[str]], None] | None = None, platform: str | None = None) -> str:
-        """Build DOCKERFILE into the engine's image store as TAG; returns the image ID."""
+        """Build DOCKERFILE into the engine's image store as TAG; returns the image ID.
+
+        BuildKit exports under a name of this build's own, then TAG is moved to the image: containerd's store refuses an
+        export under a name another build (of the same stage, at the same time) has just given an image."""
         cli = docker_cli()
+        building = f"{tag}.build-{os.getpid()}"
         if cli is None:
             raise ToolMissing("docker buildx is not installed", "install the docker-buildx plugin, or SGLBUILD_BUILDER=classic")
         with scratch("buildx") as tmp:
             Path(tmp, "Dockerfile").write_text(dockerfile)
             (empty := Path(tmp, "context")).mkdir()
             cmd = [cli, "buildx", "build", "--progress", "plain", "--network", "none", "--file", str(Path(tmp, "Dockerfile")),
-                   "--output", f"type=image,name={tag},compression=uncompressed"]
+                   "--output", f"type=image,name={building},compression=uncompressed"]
             cmd += [f"--build-context={name}={path}" for name, path in sorted(contexts.items())]
             cmd += [f"--build-arg={k}={v}" for k, v in sorted(buildargs.items())]
             cmd += [f"--label={k}={v}" for k, v in sorted(labels.items())]
@@ -85,7 +89,10 @@ class BuildKit:
                     on_failure(lines[-25:])
                 raise _failure(stage, lines)
         # The engine's own ID for the image (the manifest's digest on containerd's store, the config's on the legacy one).
-        return self.engine.images.get(tag).id
+        image_id = self.engine.images.get(building).id
+        self.engine.images.tag(image_id, tag)
+        self.engine.images.untag_or_remove(building)
+        return image_id
 
 
 def _failure(stage: str, lines: list[str]) -> Exception:

@@ -27,7 +27,13 @@ class Networks:
             try:
                 net = networks.get(BUILD_NETWORK)
             except docker.errors.NotFound:
-                net = networks.create(BUILD_NETWORK, driver="bridge", internal=True, labels={LABEL_MANAGED: "true"})
+                try:
+                    net = networks.create(BUILD_NETWORK, driver="bridge", internal=True, labels={LABEL_MANAGED: "true"},
+                                          check_duplicate=True)
+                except docker.errors.APIError as exc:
+                    if exc.status_code != 409:  # 409: another build made it a moment ago; use that one
+                        raise
+                    net = networks.get(BUILD_NETWORK)
                 net.reload()
             ipam = net.attrs["IPAM"]["Config"][0]
         return net.name, ipam["Gateway"], ipam["Subnet"]

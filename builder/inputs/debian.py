@@ -32,7 +32,8 @@ class IndexEntry:
     size: int
 
 
-def _get(url: str) -> bytes:
+def fetch(url: str) -> bytes:
+    """The file the mirror serves at URL (NetworkError when it does not answer)."""
     try:
         with urllib.request.urlopen(url, timeout=60) as r:
             return r.read()
@@ -45,7 +46,7 @@ def signed_release(mirror: str, suite: str) -> str:
     if shutil.which("gpgv") is None or not KEYRING.is_file():
         raise ToolMissing("gpgv or Debian's archive keyring is missing: the mirror's index cannot be checked",
                           "apt-get install gpgv debian-archive-keyring")
-    raw = _get(f"{mirror.rstrip('/')}/dists/{suite}/InRelease")
+    raw = fetch(f"{mirror.rstrip('/')}/dists/{suite}/InRelease")
     proc = subprocess.run(["gpgv", "--keyring", str(KEYRING), "--output", "-", "-"], input=raw, capture_output=True)
     if proc.returncode != 0:
         raise IntegrityError(f"the InRelease of {suite} on {mirror} is not signed by Debian's archive keys",
@@ -61,7 +62,7 @@ def packages_index(mirror: str, suite: str, arch: str) -> dict[tuple[str, str], 
     m = re.search(rf"^\s*([0-9a-f]{{64}})\s+(\d+)\s+{re.escape(want)}$", sha_section, re.M)
     if not m:
         raise ResolutionError(f"the release of {suite} lists no {want}")
-    data = _get(f"{mirror.rstrip('/')}/dists/{suite}/{want}")
+    data = fetch(f"{mirror.rstrip('/')}/dists/{suite}/{want}")
     if hashlib.sha256(data).hexdigest() != m.group(1):
         raise IntegrityError(f"{want} of {suite} does not match the sha256 its signed release gives")
     out: dict[tuple[str, str], IndexEntry] = {}

@@ -8,6 +8,8 @@ URL and sha256, and the dependency graph is re-evaluated here with the image's m
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import re
@@ -27,7 +29,7 @@ from packaging.version import InvalidVersion, Version
 
 from ..contracts import PLATFORMS, TOOLS
 from ..errors import IntegrityError, MissingFile, NetworkError, ResolutionError, ToolMissing
-from ..state import scratch
+from ..state import remember, remembered, scratch
 from .hashing import sha256_file
 from . import debian as debian_index
 from .lockfile import Deb, Lock, LockFile, Platform, Wheel
@@ -71,9 +73,13 @@ def resolve_debian(target: Target, arch: str = "amd64", extra: tuple[str, ...] =
     if shutil.which("mmdebstrap") is None:
         raise ToolMissing("mmdebstrap is not installed", "apt-get install mmdebstrap")
     base = target.base
+    include = (*base.packages, *extra)
+    key = _resolution_key(target, arch, include)
+    if key is not None and (kept := remembered("debian", key)) is not None:
+        return dict(kept)
     cmd = ["mmdebstrap", "-v", "--simulate", "--variant=minbase", f"--architectures={arch}"]
-    if base.packages or extra:
-        cmd.append("--include=" + ",".join((*base.packages, *extra)))
+    if include:
+        cmd.append("--include=" + ",".join(include))
     cmd += [base.suite, "/dev/null", base.mirror]
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(base.source_date_epoch)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
@@ -89,7 +95,28 @@ def resolve_debian(target: Target, arch: str = "amd64", extra: tuple[str, ...] =
             packages[m.group(1).split(":")[0]] = m.group(2)
     if not packages:
         raise ResolutionError("mmdebstrap --simulate listed no package", "check the mirror and suite")
+    if key is not None:
+        remember("debian", key, packages)
     return packages
+
+
+def _resolution_key(target: Target, arch: str, include: tuple[str, ...]) -> str | None:
+    """What mmdebstrap --simulate's answer depends on: the suite's index as the mirror serves it now (its InRelease names
+    every Packages file by its hash), the packages asked for, the architecture and mmdebstrap's own version. A lock of a
+    target with the same base (every small target of a project, each platform's base twice for a stage's packages) then
+    resolves it once while the mirror does not move. None when the mirror does not answer (mmdebstrap then says so)."""
+    base = target.base
+    try:
+        release = debian_index.fetch(f"{base.mirror.rstrip('/')}/dists/{base.suite}/InRelease")
+    except NetworkError:
+        return None
+    return json.dumps(["mmdebstrap --simulate --variant=minbase", _mmdebstrap_version(), base.mirror, base.suite, arch,
+                       sorted(include), hashlib.sha256(release).hexdigest()])
+
+
+@functools.cache
+def _mmdebstrap_version() -> str:
+    return subprocess.run(["mmdebstrap", "--version"], capture_output=True, text=True, stdin=subprocess.DEVNULL).stdout.strip()
 
 
 def resolve_stage_debs(target: Target, arch: str, base: dict[str, str]) -> list[Deb]:
