@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 TARGET ?=
 
-.PHONY: image test test-unit test-engine test-full test-prepare clean-test-cache bench reliability host lock pipeline clean-images readme-features
+.PHONY: image test test-unit test-engine test-full test-prepare clean-test-cache bench reliability host lock pipeline clean-images features-table
 
 $(BIN)/sglbuild: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -78,9 +78,9 @@ pipeline: $(BIN)/sglbuild host
 lock: $(BIN)/sglbuild
 	$(BIN)/sglbuild lock $(TARGET)
 
-## readme-features: regenerate the README's feature table from the default image's evidence
-readme-features: $(BIN)/sglbuild
-	$(BIN)/python ci/readme_features.py
+## features-table: regenerate the feature table in docs/verify.md from the default image's evidence
+features-table: $(BIN)/sglbuild
+	$(BIN)/python ci/features_table.py
 
 ## clean-images: remove every image and container sglbuild made (by its labels and repositories)
 clean-images:

@@ -26,12 +26,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from builder.build.base import ensure_base  # noqa: E402
+from builder.assemble.base import ensure_base  # noqa: E402
 from builder.engine import connect  # noqa: E402
 from builder.state import scratch  # noqa: E402
 from builder.engine.buildkit import docker_cli  # noqa: E402
 from builder.inputs.lockfile import check_lock  # noqa: E402
-from builder.build.plan import make_plan  # noqa: E402
+from builder.assemble.plan import make_plan  # noqa: E402
 from builder.inputs.profile import load_profile  # noqa: E402
 from builder.ui import Reporter  # noqa: E402
 from builder.inputs.wheelhouse import fetch  # noqa: E402

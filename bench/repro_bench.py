@@ -18,12 +18,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from builder.build.stages import Built, build_image  # noqa: E402
+from builder.assemble.stages import Built, build_image  # noqa: E402
 from builder.engine import connect  # noqa: E402
 from builder.inputs.lockfile import check_lock  # noqa: E402
-from builder.build.plan import make_plan  # noqa: E402
+from builder.assemble.plan import make_plan  # noqa: E402
 from builder.inputs.profile import load_profile  # noqa: E402
-from builder.build.repro import remove_tags  # noqa: E402
+from builder.check.repro import remove_tags  # noqa: E402
 from builder.ui import Reporter  # noqa: E402
 from builder.inputs.wheelhouse import fetch  # noqa: E402
 
@@ -42,7 +42,7 @@ def main() -> None:
         repo = f"sglbuild-bench/{mode}"
         plan = make_plan(target, lock, profile.revision, reproducible=mode == "reproducible", repo=repo, builder=engine.builder)
         try:
-            runs[mode] = build_image(engine, plan, wheels, reporter, fresh=True)[1]
+            runs[mode] = build_image(engine, plan, wheels, reporter, fresh=True)
             engine.images.tag(runs[mode].image_id, f"{repo}:final")
         finally:
             remove_tags(engine, [repo])

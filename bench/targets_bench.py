@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from builder.engine import connect  # noqa: E402
 from builder.inputs.lockfile import check_lock  # noqa: E402
-from builder.build.plan import make_plan  # noqa: E402
+from builder.assemble.plan import make_plan  # noqa: E402
 from builder.inputs.profile import load_profile  # noqa: E402
 
 

@@ -20,7 +20,7 @@ import click
 
 from . import __version__
 from .check.server import PRESETS
-from .errors import ExitCode, NotReproducible, SglbuildError, VerifyFailed
+from .errors import ExitCode, SglbuildError, VerifyFailed
 from .inputs.profile import DEFAULT_PROFILE, Profile, Target, load_profile
 from .ui import Reporter
 
@@ -88,17 +88,6 @@ class Context:
 
         return connect()
 
-    @functools.cached_property
-    def builder(self) -> str:
-        """The engine's build path; without an engine, SGLBUILD_BUILDER's or the classic one (render, plan)."""
-        from .engine import requested_builder
-        from .errors import EngineUnavailable
-
-        try:
-            return self.engine.builder
-        except EngineUnavailable:
-            return requested_builder() or "classic"
-
     @property
     def profile_or_none(self) -> Profile | None:
         """The profile, where there is one (verify and inspect work on any image, anywhere)."""
@@ -110,22 +99,8 @@ class Context:
     def target(self, name: str | None) -> Target:
         return self.profile.target(name)
 
-    def target_names(self) -> set[str]:
-        try:
-            return set(self.profile.targets)
-        except SglbuildError:
-            return set()
-
-    def plan(self, name: str | None, platform: str | None = None, **kw: Any) -> Any:
-        """The target's plan for PLATFORM (its first); a derived target's completed from this machine's earlier evidence."""
-        from .build.evidence import cached
-        from .build.plan import make_plan
-        from .inputs.lockfile import check_lock
-
-        t = self.target(name)
-        plan = make_plan(t, check_lock(self.profile, t, platform), self.profile.revision, **{"builder": self.builder, **kw})
-        known = cached(plan) if plan.awaiting_evidence else None
-        return plan.with_derived(known) if known is not None else plan
+    def connect(self) -> Any:
+        return self.engine
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -181,7 +156,7 @@ def lock(ctx: Context, target: str | None, check: bool, update: bool) -> None:
     and prints what changed. A failed resolution leaves the old lock untouched. Beside
     the lock, locks/pylock.TARGET.toml holds its Python pins in PEP 751's format.
     """
-    from .inputs.lock import check_lock_files, lock_target
+    from .inputs.locking import check_lock_files, lock_target
     from .inputs.lockfile import lock_path
 
     t = ctx.target(target)
@@ -208,16 +183,16 @@ def lock(ctx: Context, target: str | None, check: bool, update: bool) -> None:
 @click.argument("target", required=False)
 @click.option("--jobs", "-j", default=4, show_default=True, help="Parallel downloads.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option("--platform", "platforms", multiple=True, metavar="OS/ARCH",
+              help="Only this platform's files (repeatable) [default: every platform of the target].")
 @pass_ctx
 @handled
-def fetch(ctx: Context, target: str | None, jobs: int, quiet: bool) -> None:
+def fetch(ctx: Context, target: str | None, jobs: int, quiet: bool, platforms: tuple[str, ...]) -> None:
     """Fill the wheelhouse from TARGET's lock (parallel, resumable, sha256-verified)."""
-    from .inputs.lockfile import check_locks
-    from .inputs.wheelhouse import fetch as run_fetch
+    from .inputs.wheelhouse import fetch_target
 
-    lk = check_locks(ctx.profile, ctx.target(target))  # every platform's wheels
-    result = run_fetch(lk, ctx.wheelhouse, Reporter(quiet=quiet), jobs=jobs)
-    click.echo(f"{ctx.wheelhouse}: {len(result.present) + len(result.downloaded)} of {len(lk.files)} files verified "
+    result = fetch_target(ctx.profile, ctx.target(target), ctx.wheelhouse, Reporter(quiet=quiet), jobs=jobs, platforms=platforms)
+    click.echo(f"{ctx.wheelhouse}: {len(result.present) + len(result.downloaded)} of {result.wanted} files verified "
                f"({len(result.downloaded)} downloaded, {result.bytes / 1e6:.0f} MB)")
 
 
@@ -228,7 +203,10 @@ def fetch(ctx: Context, target: str | None, jobs: int, quiet: bool) -> None:
 @handled
 def render(ctx: Context, target: str | None, output: str | None) -> None:
     """Render TARGET's multi-stage Dockerfile from the profile and its lock."""
-    text = ctx.plan(target).dockerfile
+    from .pipeline import builder_kind, plans
+
+    t = ctx.target(target)
+    text = plans(ctx.profile, t, builder_kind(ctx.connect), t.platform_names[:1])[t.platform_names[0]].dockerfile
     if output:
         Path(output).write_text(text)
         click.echo(f"wrote {output}", err=True)
@@ -239,34 +217,23 @@ def render(ctx: Context, target: str | None, output: str | None) -> None:
 @cli.command("plan")
 @click.argument("targets", nargs=-1)
 @click.option("--all", "all_targets", is_flag=True, help="Every target of the profile.")
+@click.option("--platform", "platforms", multiple=True, metavar="OS/ARCH",
+              help="Only this of the targets' platforms (repeatable) [default: every one build would build].")
 @click.option("--json", "json_mode", is_flag=True, help="Print JSON.")
 @pass_ctx
 @handled
-def plan_command(ctx: Context, targets: tuple[str, ...], all_targets: bool, json_mode: bool) -> None:
-    """Each stage of TARGETS, its key, and whether the next build reuses or builds it."""
-    from .build.plan import plans_text
-    from .errors import EngineUnavailable, LockError
+def plan_command(ctx: Context, targets: tuple[str, ...], all_targets: bool, platforms: tuple[str, ...], json_mode: bool) -> None:
+    """Each stage of TARGETS, for each platform, its key, and whether the next build reuses or builds it."""
+    from .assemble.plan import plans_text
+    from .pipeline import show_plans
 
     names = sorted(ctx.profile.targets) if all_targets else (list(targets) or [None])
-    plans, unlocked = [], []
-    for n in names:
-        try:
-            plans.append(ctx.plan(n))
-        except LockError as exc:
-            if not all_targets:
-                raise
-            unlocked.append(f"{n}: no plan: {exc}")  # --all shows every target that has an up-to-date lock
-    try:
-        engine = ctx.engine
-        tags = {p.base for p in plans} | {s.tag for p in plans for s in p.stages}
-        present: dict[str, bool] | None = {t: engine.images.find(t) is not None for t in tags}
-    except EngineUnavailable:
-        present = None  # the plan stands without an engine; only "reuse or build" is unknown
+    view = show_plans(ctx.profile, names, ctx.connect, every=all_targets, platforms=platforms)
     if json_mode:
-        click.echo(json.dumps([p.to_dict(present) for p in plans], indent=2))
+        click.echo(json.dumps([p.to_dict(view.present) for p in view.plans], indent=2))
     else:
-        click.echo(plans_text(plans, present), nl=False)
-    for line in unlocked:
+        click.echo(plans_text(view.plans, view.present), nl=False)
+    for line in view.unlocked:
         click.echo(line, err=True)
 
 
@@ -286,33 +253,22 @@ def plan_command(ctx: Context, targets: tuple[str, ...], all_targets: bool, json
 def build(ctx: Context, target: str | None, quiet: bool, json_mode: bool, verbose: bool, no_cache: bool,
           check_reproducible: bool, cache_repo: str | None, platforms: tuple[str, ...]) -> None:
     """Build TARGET's stages (reusing unchanged ones), verify the image, then tag it: for each of its platforms."""
-    from .build.cache import StageCache
-    from .build.repro import check_reproducible as run_repro_check
-    from .build.repro import repro_text
-    from .build.stages import build_image, build_order
-    from .ship.tag import release
+    from . import pipeline
+    from .check.repro import repro_text
 
-    t = ctx.target(target)
-    engine = ctx.engine
     reporter = Reporter(quiet=quiet, json_mode=json_mode)
-    outputs = []
-    for platform in build_order(engine, t, platforms):
-        plan = ctx.plan(target, platform)
-        if check_reproducible:
-            report = run_repro_check(engine, lambda repo, p=platform: ctx.plan(target, p, repo=repo), ctx.wheelhouse, reporter)
-            click.echo(json.dumps(report, indent=2) if json_mode else repro_text(report), nl=False)
-            if not report["identical"]:
-                raise NotReproducible(f"{t.name} ({platform}) is not reproducible: two builds from scratch differ", "see the files listed above")
-            continue
-        where = f", {platform}" if t.declares_platforms else ""
-        reporter.info(f"building {t.name} (lock sha256:{plan.lock.digest[:16]}, {plan.builder} builder{where})")
-        cache = StageCache(engine, cache_repo, reporter) if cache_repo else None
-        plan, built = build_image(engine, plan, ctx.wheelhouse, reporter, fresh=no_cache, verbose=verbose, cache=cache)
-        released = release(engine, plan, built, reporter, ctx.profile.root / "out")
-        outputs.append({**asdict(built), **asdict(released), "platform": platform})
-        reporter.info(f"{released.tag}  {built.image_id[:19]}  {built.size / 1e9:.2f} GB  {built.seconds:.1f} s")
-    if outputs:
-        reporter.emit(outputs[0] if len(outputs) == 1 else {"platforms": outputs})
+    if check_reproducible:
+        reports = pipeline.reproducible(ctx.engine, ctx.profile, target, ctx.wheelhouse, reporter, platforms=platforms)
+        for _, report in reports:
+            click.echo(json.dumps(report.to_dict(), indent=2) if json_mode else repro_text(report), nl=False)
+        failed = pipeline.not_reproducible(ctx.target(target).name, reports)
+        if failed:
+            raise failed
+        return
+    outcomes = pipeline.build(ctx.engine, ctx.profile, target, ctx.wheelhouse, reporter, platforms=platforms, fresh=no_cache,
+                              verbose=verbose, cache_repo=cache_repo)
+    rows = [o.to_dict() for o in outcomes]
+    reporter.emit(rows[0] if len(rows) == 1 else {"platforms": rows})
 
 
 @cli.command()
@@ -363,28 +319,11 @@ def verify(ctx: Context, image: str, run_args: tuple[str, ...], target_arch: str
     Any image: one sglbuild built (its labels and lock) or one made by hand (its ENTRYPOINT/CMD).
     RUN_ARGS, after --, are what you pass to docker run: verify parses the server command they make.
     """
-    from .check.attested import add_attestations, verify_attested
-    from .check.verify import parse_archs, repository_lock
-    from .check.verify import verify as run_verify
-    from .inputs.lockfile import read_lock_file
-    from .sign import load_public
+    from .pipeline import verify_image
 
-    archs = parse_archs(target_arch) if target_arch else None
-    engine = ctx.engine
-    attested = (key_file or require_attestation) and "@sha256:" in image
-    if attested and engine.images.find(image) is None:  # the registry's evidence alone: no layer pulled
-        report = verify_attested(engine, image, load_public(Path(key_file)) if key_file else None, platform or engine.platform,
-                                 required=require_attestation)
-    else:
-        found = engine.image_for(image, platform)  # a digest not here: pulled (one platform of an index)
-        repo_lock = repository_lock(ctx.profile_or_none, found.labels, found.platform)
-        given = read_lock_file(Path(lock_file)) if lock_file else None
-        report = run_verify(engine, found.id, archs=archs, gpu=gpu, model=model, repo_lock=repo_lock, lock=given, fresh=fresh,
-                            run_args=list(run_args[1:] if run_args[:1] == ("--",) else run_args) if run_args else None)
-        report.subject = f"{image} ({found.platform})" if platform else image
-        if attested:  # the probe ran, and the registry's attestations are checked beside it
-            add_attestations(engine, report, image, load_public(Path(key_file)) if key_file else None, found.platform,
-                             required=require_attestation)
+    args = list(run_args[1:] if run_args[:1] == ("--",) else run_args) if run_args else None
+    report = verify_image(ctx.engine, ctx.profile_or_none, image, archs=target_arch, lock_file=lock_file, gpu=gpu, model=model,
+                          fresh=fresh, platform=platform, key_file=key_file, require_attestation=require_attestation, run_args=args)
     text = report.render(fmt)
     click.echo(text, nl=False)
     if output:
@@ -424,24 +363,12 @@ def diff(ctx: Context, image_a: str, image_b: str, semantic: bool, json_mode: bo
 def inspect(ctx: Context, image: str, write_lock: str | None, write_sbom: str | None, key_file: str | None) -> None:
     """Say how IMAGE was built; write its lock (to rebuild it) or SBOM back out. REPO@sha256:... or REPO:TAG not on this
     engine: as its registry holds it, with its attestations (no layer is pulled)."""
-    from .errors import InputError
-    from .check.inspect import inspect_image, inspect_remote
-    from .sign import load_public
+    from .pipeline import inspect as run_inspect
 
-    if ctx.engine.images.find(image) is None and "/" in image and any(c in image.split("/")[0] for c in ".:"):
-        remote = inspect_remote(ctx.engine, image, load_public(Path(key_file)) if key_file else None)
-        click.echo(remote.text(), nl=False)
-        if write_lock or write_sbom:
-            raise InputError(f"{image} is not on this engine: its lock and SBOM are inside its layers", "pull it first")
-        return
-    info = inspect_image(ctx.engine, image)
+    info, written = run_inspect(ctx.engine, image, key_file, {"lock.json": write_lock, "sbom.cdx.json": write_sbom})
     click.echo(info.text(), nl=False)
-    for path, member in ((write_lock, "lock.json"), (write_sbom, "sbom.cdx.json")):
-        if path:
-            if member not in info.files:
-                raise InputError(f"{image} carries no {member}: it was not built by sglbuild")
-            Path(path).write_text(info.files[member])
-            click.echo(f"wrote {path}", err=True)
+    for path in written:
+        click.echo(f"wrote {path}", err=True)
 
 
 @cli.command()
@@ -456,16 +383,11 @@ def push(ctx: Context, image: str, repo: str, force: bool, sign_key: str | None)
     """Push IMAGE (or a multi-platform TARGET: each platform's image and one image index) to REPO, each image with its
     attestations (SBOM, provenance, verify report) attached; print REPO@sha256:DIGEST."""
     from .check.attested import NAMES
-    from .ship.registry import push as push_image
-    from .ship.registry import push_index, signing_for
+    from .pipeline import push_target_or_image
 
-    signing = signing_for(ctx.engine, ctx.profile_or_none, Path(sign_key) if sign_key else None)
-    if image in ctx.target_names() and ctx.target(image).declares_platforms:
-        pushed = push_index(ctx.engine, ctx.target(image), repo, force, signing)
-        for platform, digest in pushed.platforms.items():
-            click.echo(f"pushed {platform}: {repo}@{digest}", err=True)
-    else:
-        pushed = push_image(ctx.engine, image, repo, force, signing)
+    pushed = push_target_or_image(ctx.engine, ctx.profile_or_none, image, repo, force=force, sign_key=sign_key)
+    for platform, digest in pushed.platforms.items():
+        click.echo(f"pushed {platform}: {repo}@{digest}", err=True)
     for digest, attached in pushed.attached.items():
         signer = f"signed by {attached[0].signed_by[:16]}" if attached and attached[0].signed_by else "unsigned"
         click.echo(f"attested {digest[:19]}: {', '.join(NAMES.get(a.predicate_type, a.predicate_type) for a in attached)} ({signer})", err=True)
@@ -504,7 +426,7 @@ def promote(ctx: Context, ref: str, tag: str, require_gpu: bool) -> None:
 @handled
 def gc(ctx: Context, dry_run: bool) -> None:
     """Remove what interrupted runs left: untagged sglbuild images, stopped containers, the build network, temp dirs."""
-    from .build.gc import collect, text
+    from .assemble.gc import collect, text
 
     wheelhouse = ctx.wheelhouse if ctx.profile_or_none is not None or ctx.wheels_opt else Path("wheels")  # outside a project too
     click.echo(text(collect(ctx.engine, wheelhouse, dry_run=dry_run), dry_run), nl=False)
@@ -524,10 +446,10 @@ def doctor(ctx: Context, image_or_target: str | None, preset: str | None, json_m
     from .check.host import host_platform
     from .check.server import DEFAULT_SHM
     from .errors import NotReady
+    from .pipeline import image_of
 
-    image = image_or_target
-    if image is not None and image in ctx.target_names():
-        image = ctx.target(image).platform_tag(host_platform())  # on an arm64 machine, the target's arm64 image
+    # On an arm64 machine, a target's arm64 image.
+    image = image_of(ctx.profile_or_none, image_or_target, host_platform()) if image_or_target is not None else None
     report = run_doctor(lambda: ctx.engine, image, nvidia_smi=nvidia_smi, shm=PRESETS[preset].shm if preset else DEFAULT_SHM)
     click.echo(json.dumps(report.to_dict(), indent=2) if json_mode else report.text(), nl=json_mode)
     if report.failed:
@@ -548,13 +470,11 @@ def doctor(ctx: Context, image_or_target: str | None, preset: str | None, json_m
 def serve(ctx: Context, image_or_target: str | None, model: str | None, preset: str | None, port: int | None,
           public: bool, api_key: str | None, dry_run: bool) -> None:
     """Serve a model from an image (or a target's image) with flags its SGLang accepts."""
+    from .check.host import host_platform
+    from .pipeline import image_of
     from .ship.serve import serve as run_server
 
-    from .check.host import host_platform
-
-    image = image_or_target
-    if image is None or image in ctx.target_names():
-        image = ctx.target(image).platform_tag(host_platform())
+    image = image_of(ctx.profile_or_none, image_or_target, host_platform())
     click.echo(run_server(ctx.engine, image, model=model, preset=preset, port=port, public=public, api_key=api_key,
                           dry_run=dry_run, say=lambda line: click.echo(line, err=True)), nl=False)
 

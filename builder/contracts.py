@@ -105,7 +105,7 @@ ATTESTATION_ARTIFACT = IN_TOTO  # the referrer's artifactType
 DSSE_MEDIA_TYPE = "application/vnd.dsse.envelope.v1+json"  # its one layer
 PREDICATE_ANNOTATION = "in-toto.io/predicate-type"
 SIGNER_ANNOTATION = "io.sglbuild.signed-by"  # the key ID, a hint; the signature decides
-PROBE_VERSION = 6  # bumped when a reply's shape changes
+PROBE_VERSION = 7  # bumped when a reply's shape changes
 
 
 @dataclass
@@ -129,8 +129,9 @@ class GpuCode:
     """The GPU code one file carries, named as cuobjdump names it (sm_90a SASS, compute_120 PTX).
 
     ``kind``: "library" (a shared object's or executable's .nv_fatbin), "cubin" or "fatbin"
-    (standalone, loaded with cuModuleLoad), or "relocatable" (device-link input: __nv_relfatbin,
-    objects, archives), which the driver never loads.
+    (standalone, loaded with cuModuleLoad), "relocatable" (device-link input: __nv_relfatbin,
+    objects, archives), which the driver never loads, or "unreadable" (``error`` says why).
+    ``lto``: LTO IR entries (lto_120), link-time input that is neither SASS nor PTX.
     """
 
     path: str
@@ -139,6 +140,8 @@ class GpuCode:
     entries: int = 0
     compressed: int = 0
     kind: str = "library"
+    lto: List[str] = field(default_factory=list)
+    error: Optional[str] = None
 
     @property
     def has_gpu_code(self) -> bool:
@@ -146,7 +149,8 @@ class GpuCode:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "GpuCode":
-        return cls(d["path"], list(d["sass"]), list(d["ptx"]), int(d["entries"]), int(d["compressed"]), d.get("kind", "library"))
+        return cls(d["path"], list(d["sass"]), list(d["ptx"]), int(d["entries"]), int(d["compressed"]), d.get("kind", "library"),
+                   list(d.get("lto") or []), d.get("error"))
 
 
 @dataclass

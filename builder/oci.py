@@ -52,6 +52,11 @@ def split_repo(repo: str) -> tuple[str, str]:
     return "registry-1.docker.io", repo if rest else f"library/{repo}"
 
 
+def is_remote_ref(ref: str) -> bool:
+    """Whether REF names a registry (its first path part is a host: it has a dot or a port) rather than a local name."""
+    return "/" in ref and any(c in ref.split("/")[0] for c in ".:")
+
+
 def split_ref(ref: str) -> tuple[str, str]:
     """REPO@sha256:... or REPO:TAG -> (REPO, sha256:... or TAG)."""
     if "@" in ref:

@@ -51,6 +51,30 @@ def atomic_write(path: Path, data: str | bytes) -> None:
         raise
 
 
+@contextmanager
+def engine_lock(where: str, exclusive: bool = False) -> Iterator[None]:
+    """Held (shared) by every build on the engine at WHERE while it runs; gc holds it exclusively. A file in the temporary
+    directory named by the engine's address, whatever state directory each process uses; a killed process's lock is
+    released by the kernel."""
+    import hashlib
+
+    from .errors import EnvironmentProblem
+
+    path = Path(tempfile.gettempdir()) / f"sglbuild-engine-{hashlib.sha256(where.encode()).hexdigest()[:16]}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    with os.fdopen(fd, "r+") as f:
+        try:
+            fcntl.flock(f, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if exclusive:
+                raise EnvironmentProblem("a build is running on this machine", "run 'sglbuild gc' when it has finished") from None
+            fcntl.flock(f, fcntl.LOCK_SH)  # another build holds it shared, or gc for a moment: wait
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def atomic_copy(source: Path, path: Path) -> None:
     """Copy SOURCE to PATH whole or not at all (a hard link where it can, else a copy, then a rename)."""
     import shutil

@@ -395,8 +395,8 @@ def prepare_family(tmp: Path, uv: Callable[[str], Path], client=None) -> tuple[P
     """The two-platform target locked in TMP, and both its bases bootstrapped into sglbuild's base cache, touching no
     engine (CLIENT, if given, says which bases an engine has already): the emulated arm64 one first, the long pole, then
     amd64, every small target's base, unless a build made it meanwhile."""
-    from builder.build.base import bootstrap_to_cache
-    from builder.build.plan import base_ref
+    from builder.assemble.base import bootstrap_to_cache
+    from builder.assemble.plan import base_ref
     from builder.inputs.lockfile import read_lock
     from builder.inputs.profile import load_profile
 

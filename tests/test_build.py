@@ -252,7 +252,7 @@ def test_ctrl_c_during_the_build_moves_no_tag(new_base, env):
     assert "interrupted" in err.strip().splitlines()[-1] and "Traceback" not in err
     base_tags = {t for i in client.images.list("sglbuild/base") for t in i.tags}
     lock = json.loads((new_base / "locks" / "smalltest.lock.json").read_text())
-    from builder.build.plan import base_ref
+    from builder.assemble.plan import base_ref
     from builder.inputs.lockfile import parse_lock
     from builder.inputs.profile import load_profile
     t = load_profile(new_base / "sglbuild.toml").target(None)
@@ -261,7 +261,7 @@ def test_ctrl_c_during_the_build_moves_no_tag(new_base, env):
 
 def test_the_wheel_server_answers_only_the_build_network(env, engine, tmp_path):
     """The server listens on a host address, which every local network reaches: it must refuse all but the build's."""
-    from builder.build.wheelserver import WheelServer
+    from builder.assemble.wheelserver import WheelServer
 
     if engine.builder != "classic":
         pytest.skip("on BuildKit a step has no network and reads its wheels from a bind mount: no server to reach")

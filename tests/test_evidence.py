@@ -13,8 +13,8 @@ from dataclasses import asdict, replace
 
 import pytest
 
-from builder.build.evidence import evidence_jit
-from builder.build.plan import make_plan
+from builder.check.evidence import evidence_jit
+from builder.assemble.plan import make_plan
 from builder.check.command import launch_server, server_command
 from builder.contracts import PROBE_VERSION, GpuCode, Outcome, Runtime, StaticReply
 from builder.check.command import ServerCommand
@@ -22,7 +22,8 @@ from builder.check.features import derive, features, sglang_default
 from builder.check.report import Report
 from builder.check.verify import check_flags
 from builder.check.gpucode import ImageGpuCode
-from builder.inputs.flags import server_flags
+from builder.engine.records import ImageConfig
+from builder.inputs.serving import server_flags
 from builder.inputs.lockfile import read_lock
 from builder.inputs.profile import COMPAT, load_profile
 from support import FAKE_SGLANG, ROOT, TEST_IMAGE, build_image, make_wheel, run_cli, small_project
@@ -35,14 +36,14 @@ FIELD_REPORT_FLAGS = ["--disable-cuda-graph", "--disable-custom-all-reduce", "--
 # -- unit: the server command of any image ---------------------------------------------------
 
 def test_the_server_command_is_read_from_entrypoint_cmd_shell_form_and_run_arguments():
-    split = {"Entrypoint": ["python3", "-m", "sglang.launch_server"], "Cmd": ["--model-path", "m", "--disable-flashinfer"]}
+    split = ImageConfig(entrypoint=("python3", "-m", "sglang.launch_server"), cmd=("--model-path", "m", "--disable-flashinfer"))
     assert server_command(split, {}, None).flags == ["--model-path", "m", "--disable-flashinfer"]
     assert server_command(split, {}, ["--model-path", "q"]).flags == ["--model-path", "q"]
-    shell = {"Cmd": ["/bin/sh", "-c", "cd /w && python3 -m sglang.launch_server --model-path m --port 1 && true"]}
+    shell = ImageConfig(cmd=("/bin/sh", "-c", "cd /w && python3 -m sglang.launch_server --model-path m --port 1 && true"))
     assert server_command(shell, {}, None).flags == ["--model-path", "m", "--port", "1"]
-    none = server_command({"Cmd": ["bash"]}, {}, None)
+    none = server_command(ImageConfig(cmd=("bash",)), {}, None)
     assert none.flags is None and "start no SGLang server" in none.source
-    ours = {"Entrypoint": ["/usr/local/bin/sglbuild-entrypoint"], "Cmd": ["--help"]}
+    ours = ImageConfig(entrypoint=("/usr/local/bin/sglbuild-entrypoint",), cmd=("--help",))
     labels = {"io.sglbuild.serve-flags": json.dumps(["--host", "0.0.0.0"])}
     assert server_command(ours, labels, None).flags == ["--host", "0.0.0.0"]
     assert server_command(ours, labels, ["--model-path", "m"]).flags == ["--host", "0.0.0.0", "--model-path", "m"]
@@ -186,8 +187,8 @@ def foreign(tmp_path_factory, docker_client, engine, uv_wheel):
     """A hand-made image on a test base: a venv with a stand-in SGLang, its flags in ENTRYPOINT/CMD, no labels."""
     tmp = tmp_path_factory.mktemp("foreign")
     project, index = small_project(tmp, uv_wheel, None)  # for its Debian base image, the test base
-    from builder.build.base import ensure_base
-    from builder.build.plan import base_ref
+    from builder.assemble.base import ensure_base
+    from builder.assemble.plan import base_ref
     from builder.inputs.lockfile import read_lock
     from builder.inputs.profile import load_profile
 
@@ -307,11 +308,11 @@ def test_naming_backends_that_run_passes_on_the_real_image(real, tmp_path):
     assert next(c for c in report["checks"] if c["id"] == "serve-flags")["status"] == "pass"
 
 
-def test_the_readme_table_is_the_real_images_evidence(real):
+def test_the_documented_table_is_the_real_images_evidence(real):
     generated = run_cli("verify", real, "--format", "markdown", cwd=ROOT).stdout
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "verify.md").read_text()
     section = re.search(r"<!-- features:begin -->\n(.*?)<!-- features:end -->", readme, re.S)
-    assert section and section.group(1) == generated, "regenerate it: make readme-features"
+    assert section and section.group(1) == generated, "regenerate it: make features-table"
 
 
 def test_a_derived_target_is_built_with_what_its_own_evidence_proves(tmp_path_factory, docker_client, uv_wheel, sm120_so, engine):
@@ -378,14 +379,13 @@ def test_a_final_stage_with_post_install_commands_compiles_again(tmp_path_factor
 def test_the_probes_answer_is_kept_by_what_a_process_in_the_image_sees():
     """Labels (a new revision) make another image ID, not another answer; a layer, a variable, the user, the working
     directory or the platform does."""
-    from builder.check.static import content_key
     from builder.engine.records import ImageRecord
 
     base = ImageRecord(id="sha256:" + "1" * 64, labels={"org.opencontainers.image.revision": "a"},
-                       config={"Env": ["PATH=/opt/venv/bin:/usr/bin"], "User": "", "WorkingDir": ""}, layers=("sha256:aa", "sha256:bb"))
+                       config=ImageConfig(env=("PATH=/opt/venv/bin:/usr/bin",)), layers=("sha256:aa", "sha256:bb"))
     relabelled = replace(base, id="sha256:" + "2" * 64, labels={"org.opencontainers.image.revision": "b"}, tags=("x:y",))
-    assert content_key(relabelled) == content_key(base)
+    assert relabelled.content_key == base.content_key
     others = [replace(base, layers=("sha256:aa", "sha256:bc")), replace(base, layers=("sha256:aa",)),
-              replace(base, config={**base.config, "Env": ["PATH=/usr/bin"]}), replace(base, config={**base.config, "User": "1000"}),
-              replace(base, config={**base.config, "WorkingDir": "/srv"}), replace(base, architecture="arm64")]
-    assert len({content_key(o) for o in others} | {content_key(base)}) == len(others) + 1
+              replace(base, config=replace(base.config, env=("PATH=/usr/bin",))), replace(base, config=replace(base.config, user="1000")),
+              replace(base, config=replace(base.config, working_dir="/srv")), replace(base, architecture="arm64")]
+    assert len({o.content_key for o in others} | {base.content_key}) == len(others) + 1

@@ -309,3 +309,14 @@ def test_a_registry_that_refuses_the_attestations_gets_one_line_and_nothing_reco
         proxy.stop()
         for tag in [t for i in multi["client"].images.list() for t in i.tags if proxy.address in t]:
             multi["client"].images.remove(tag)
+
+
+def test_fetch_for_one_platform_downloads_only_its_files(multi, tmp_path):
+    """A machine that builds one platform of a family fetches that one's closure (the aarch64 kernel wheel, not x86-64's)."""
+    wheels = tmp_path / "wheels"
+    r = run_cli("--wheels", str(wheels), "fetch", "--platform", "linux/arm64", cwd=multi["project"])
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in wheels.glob("*.whl"))
+    assert any(n.endswith("manylinux2014_aarch64.whl") for n in names) and not any("x86_64" in n for n in names), names
+    r = run_cli("--wheels", str(wheels), "fetch", "--platform", "linux/s390x", cwd=multi["project"])
+    assert r.returncode == 2 and "has no platform linux/s390x" in r.stderr

@@ -42,6 +42,14 @@ VARIANTS = {
                  "-gencode", "arch=compute_120,code=[sm_120,compute_120]"], {"sm_80", "sm_90a", "sm_120"}, {"compute_120"}),
     "compressed": (["-gencode", "arch=compute_120,code=sm_120", "-Xfatbin", "-compress-all"], {"sm_120"}, set()),
 }
+# LTO IR: name -> (nvcc flags, what it is); with the SASS and LTO IR each holds.
+LTO = {
+    "lto.o": (["-gencode", "arch=compute_120,code=lto_120"], "object"),
+    "lto_sass.o": (["-gencode", "arch=compute_100,code=sm_100", "-gencode", "arch=compute_120,code=lto_120"], "object"),
+    "lto_library.so": (["-gencode", "arch=compute_120,code=[sm_120,lto_120]"], "library"),
+}
+LTO_READ = {"lto.o": ([], ["lto_120"], "relocatable"), "lto_sass.o": (["sm_100"], ["lto_120"], "relocatable"),
+            "lto_library.so": (["sm_120"], ["lto_120"], "library")}
 CUBINS = {"sm_120": "sm_120", "sm_120a": "sm_120a", "sm_120f": "sm_120", "sm_90a": "sm_90a", "sm_100a": "sm_100a", "sm_80": "sm_80"}
 
 
@@ -57,7 +65,7 @@ def built() -> dict[str, Path]:
 
 
 def binaries_dir() -> Path:
-    recipe = [inspect.getsource(make_binaries), KERNELS, DEVICE_FN, CALLER, RDC, VARIANTS, CUBINS]
+    recipe = [inspect.getsource(make_binaries), KERNELS, DEVICE_FN, CALLER, RDC, VARIANTS, CUBINS, LTO]
     return kept_dir("fatbins", [tool_version(["nvcc"]), tool_version(["g++"]), *recipe], make_binaries)
 
 
@@ -80,6 +88,9 @@ def make_binaries(d: Path) -> None:
     subprocess.run(["g++", "-shared", "-o", str(d / "linked.so"), str(d / "dev.o"), str(d / "kern.o"), str(d / "dlink.o")], check=True)
     subprocess.run(["g++", "-shared", "-o", str(d / "unlinked.so"), str(d / "dev.o"), str(d / "kern.o")], check=True)
     subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(d / "host.so"), "-x", "c", "-"], input=b"int f(void){return 1;}\n", check=True)
+    # LTO IR (fatbin entry kind 8), as nvcc 13 writes it: alone in an object, beside SASS in one, in a shared library.
+    for name, (flags, link) in LTO.items():
+        nvcc(*(["-shared", "-Xcompiler", "-fPIC"] if link == "library" else ["-rdc=true", "-c"]), *flags, "-o", str(d / name), str(d / "k.cu"))
 
 
 def binaries(d: Path) -> dict[str, Path]:
@@ -88,6 +99,7 @@ def binaries(d: Path) -> dict[str, Path]:
     out.update({f"cubin_{arch}": d / f"k.{arch}.cubin" for arch in CUBINS})
     out.update({"fatbin": d / "k.fatbin", "object": d / "dev.o", "archive": d / "libdev.a", "linked": d / "linked.so",
                 "unlinked": d / "unlinked.so", "host": d / "host.so"})
+    out.update({name: d / name for name in LTO})
     return out
 
 
@@ -133,6 +145,43 @@ def test_relocatable_code_is_listed_as_cuobjdump_lists_it_and_never_loadable(bui
     else:
         assert code.kind == "relocatable" and code.sass == ["sm_80", "sm_90"] and code.ptx == ["compute_90"]
         assert verdict(code, "sm_90") == verdict(code, "sm_120") == "link-only"
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("name", list(LTO))
+def test_lto_ir_is_its_own_kind_never_sass_or_ptx_as_cuobjdump_lists_it(built, cuobjdump, name):
+    """nvcc 13's LTO IR (entry kind 8): cuobjdump lists the file's SASS and no LTO entry as SASS or PTX; so does the reader,
+    which names the LTO IR on its own (link-time input the driver never loads)."""
+    code = scan_file(built[name])
+    sass, lto, kind = LTO_READ[name]
+    assert (code.sass, code.ptx, code.lto, code.kind) == (sass, [], lto, kind)
+    assert Listing.of(code) == cuobjdump_listing(cuobjdump, built[name])
+    assert verdict(code, "sm_120") == ("native" if name == "lto_library.so" else "link-only")
+
+
+def test_an_unreadable_file_is_named_and_the_rest_of_the_image_still_read(built, tmp_path):
+    """One file with an entry of a kind the reader does not know: the scan of the tree goes on; the file is unreadable,
+    with why; a required library that cannot be read fails GPU code for that reason, the rest of the verdict stands."""
+    from builder.check.gpucode import ImageGpuCode
+    from builder.contracts import StaticReply
+    from builder.probe.fatbin import scan_tree
+
+    site = tmp_path / "site"
+    (site / "good").mkdir(parents=True)
+    (site / "odd").mkdir()
+    (site / "good" / "ops.so").write_bytes(built["several"].read_bytes())
+    data = bytearray(built["sass"].read_bytes())
+    first = data.find(b"\x50\xed\x55\xba") + 16
+    data[first:first + 2] = (9).to_bytes(2, "little")  # an entry kind nobody has written yet
+    (site / "odd" / "ops.so").write_bytes(bytes(data))
+    codes = {Path(c.path).parent.name: c for c in scan_tree(site)}
+    assert codes["good"].sass == ["sm_80", "sm_90a", "sm_120"]
+    assert codes["odd"].kind == "unreadable" and "kind 9" in codes["odd"].error
+    image = ImageGpuCode.of(StaticReply(**{**{f: None for f in StaticReply.__dataclass_fields__}, "site_packages": [str(site)],
+                                           "libraries": list(codes.values())}))
+    assert image.missing_native(["good/ops.so"], "sm_120") == []
+    assert image.missing_native(["odd/ops.so"], "sm_120") == [f"odd/ops.so cannot be read: {codes['odd'].error}"]
+    assert "1 unreadable" in image.summary("sm_120")
 
 
 @pytest.mark.corpus

@@ -42,8 +42,8 @@ def test_gc_removes_leftovers_and_keeps_the_rest(engine, docker_client, tmp_path
 
 
 def test_gc_waits_for_no_one_and_refuses_while_a_build_runs(engine, tmp_path):
-    from builder.build.gc import build_lock
+    from builder.state import engine_lock
 
-    with build_lock(engine):  # as a running build holds it
+    with engine_lock(engine.where):  # as a running build holds it
         r = run_cli("gc", cwd=tmp_path)
     assert r.returncode == 3 and "a build is running" in r.stderr and len(r.stderr.splitlines()) == 1

@@ -24,12 +24,13 @@ from builder.check.report import Report
 from builder.check.server import docker_run_argv, hf_cache, server_container, start
 from builder.contracts import BUILDKIT_WHEELHOUSE_PORT, SCRATCH_PREFIXES
 from builder.engine import requested_builder
+from builder.engine.records import ImageConfig
 from builder.state import atomic_write, scratch, scratch_leftovers
 from support import ROOT, engine_snapshot, left_behind
 
 BUILDER = ROOT / "builder"
 LABELS = {"io.sglbuild.serve-flags": '["--host", "0.0.0.0", "--port", "8000"]'}
-CONFIG = {"Entrypoint": ["/usr/local/bin/sglbuild-entrypoint"], "Cmd": ["--help"]}
+CONFIG = ImageConfig(entrypoint=("/usr/local/bin/sglbuild-entrypoint",), cmd=("--help",))
 
 
 def parse_docker_run(argv: list[str]) -> dict:

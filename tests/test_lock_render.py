@@ -7,12 +7,12 @@ import dataclasses
 import pytest
 
 from builder.errors import InputError, LockError
-from builder.inputs.flags import server_flags
-from builder.inputs.lock import lock_changes, write_lock
+from builder.inputs.serving import server_flags
+from builder.inputs.locking import lock_changes, write_lock
 from builder.inputs.lockfile import LockFile, check_lock, parse_lock, read_lock
-from builder.build.plan import make_plan
+from builder.assemble.plan import make_plan
 from builder.inputs.profile import Serve, load_profile
-from builder.build.render import render_dockerfile
+from builder.assemble.render import render_dockerfile
 from support import fixture_lock, small_profile
 
 H = "ab" * 32

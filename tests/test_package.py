@@ -43,7 +43,7 @@ def test_the_package_builds_without_warnings_and_renders_without_a_checkout(tmp_
 
 
 def test_lock_check_covers_the_pylock(tmp_path):
-    from builder.inputs.lock import write_lock
+    from builder.inputs.locking import write_lock
     from builder.inputs.lockfile import pylock_path
     from builder.inputs.profile import load_profile
     from test_lock_render import fixture_lock

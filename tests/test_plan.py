@@ -8,7 +8,7 @@ import json
 import pytest
 
 from builder.errors import ProfileError
-from builder.build.plan import make_plan
+from builder.assemble.plan import make_plan
 from builder.inputs.profile import load_profile
 from support import ROOT, fixture_lock, run_cli, small_profile
 
@@ -88,7 +88,7 @@ def test_tools_is_not_a_stage_name(tmp_path):
 
 
 def test_plan_command_without_an_engine_still_shows_keys(profile, tmp_path):
-    from builder.inputs.lock import write_lock
+    from builder.inputs.locking import write_lock
 
     for name in ("smalltest", "twin"):
         t = profile.target(name)
@@ -129,3 +129,40 @@ def test_the_default_image_has_its_six_layers(docker_client):
     except Exception:  # noqa: BLE001
         pytest.skip("sglang:blackwell-final-v2 is not built here: run 'make image'")
     assert [d.split(":")[1][:8] for d in image.attrs["RootFS"]["Layers"]] == DEFAULT_LAYERS
+
+
+# -- one plan per target and platform, carried through -----------------------------------------------------
+
+def test_plan_shows_every_platform_build_would_build(tmp_path):
+    """The repository's blackwell target (its lock holds both platforms): plan says what build builds, --platform one."""
+    both = json.loads(run_cli("plan", "blackwell", "--json", cwd=ROOT).stdout)
+    assert [(p["platform"], p["archs"]) for p in both] == [("linux/amd64", ["sm_100", "sm_120"]), ("linux/arm64", ["sm_100", "sm_121"])]
+    one = json.loads(run_cli("plan", "blackwell", "--json", "--platform", "linux/arm64", cwd=ROOT).stdout)
+    assert [p["platform"] for p in one] == ["linux/arm64"] and one[0]["stages"] == both[1]["stages"]
+    text = run_cli("plan", "blackwell", cwd=ROOT).stdout
+    assert "(classic builder, linux/amd64)" in text or "(buildkit builder, linux/amd64)" in text
+    assert "linux/arm64)" in text
+    r = run_cli("plan", "blackwell", "--platform", "linux/riscv64", cwd=ROOT)
+    assert r.returncode == 2 and "has no platform linux/riscv64" in r.stderr
+
+
+def test_a_targets_plans_are_made_once_per_platform(monkeypatch):
+    """pipeline.plans makes each platform's plan once, and asks git for the revision once; a derived plan completed
+    with its flags is the plan made with them from the start (its lower stages untouched)."""
+    from builder import pipeline
+    from builder.assemble import plan as plan_module
+    from builder.inputs.lockfile import read_lock
+
+    profile = load_profile(ROOT / "sglbuild.toml")
+    target = profile.target("blackwell")
+    calls = []
+    real = plan_module.make_plan
+    monkeypatch.setattr(pipeline, "make_plan", lambda *a, **k: calls.append(a[0].name) or real(*a, **k))
+    made = pipeline.plans(profile, target, "classic")
+    assert sorted(made) == ["linux/amd64", "linux/arm64"] and calls == ["blackwell", "blackwell"]
+    lock = read_lock(profile, target, "linux/arm64")
+    flags = ("--attention-backend", "flashinfer")
+    completed = real(target, lock, "r").with_derived(flags)
+    whole = real(target, lock, "r", derived=flags)
+    assert [(s.name, s.key, s.dockerfile) for s in completed.stages] == [(s.name, s.key, s.dockerfile) for s in whole.stages]
+    assert (completed.labels, completed.serve_flags, completed.served) == (whole.labels, whole.serve_flags, whole.served)

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from builder.errors import InputError
-from builder.build.render import dockerfile_value
+from builder.assemble.render import dockerfile_value
 from support import TEST_IMAGE, run_cli, small_project
 
 NASTY = "it's \"quoted\" $HOME ${PATH} \\back\\slash né 日本"

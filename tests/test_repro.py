@@ -59,12 +59,12 @@ def test_offline_rebuild_from_scratch_gives_the_same_image_id(env):
 @pytest.mark.full  # the bench's plain build, checked; make test keeps the reproducible build's own checks
 def test_plain_build_differs_only_in_what_the_measures_pin(env, engine):
     """The benchmark's plain build: the same files as the reproducible image, other times, another ID."""
-    from builder.build.stages import build_image
+    from builder.assemble.stages import build_image
     from builder.check.diff import diff_images
     from builder.inputs.lockfile import check_lock
-    from builder.build.plan import make_plan
+    from builder.assemble.plan import make_plan
     from builder.inputs.profile import load_profile
-    from builder.build.repro import remove_tags
+    from builder.check.repro import remove_tags
     from builder.ui import Reporter
 
     project = env["project"]
@@ -73,7 +73,7 @@ def test_plain_build_differs_only_in_what_the_measures_pin(env, engine):
     repo = "sglbuild-test/plain"
     try:
         plan = make_plan(target, check_lock(profile, target), "r", reproducible=False, repo=repo, builder=engine.builder)
-        _, plain = build_image(engine, plan, project / "wheels", Reporter(quiet=True))
+        plain = build_image(engine, plan, project / "wheels", Reporter(quiet=True))
         engine.images.tag(plain.image_id, f"{repo}:final")
         ours = engine.images.get(f"{TEST_IMAGE}:reprotest")
         assert plain.image_id != ours.id and plain.layers != list(ours.layers)

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from builder.build.plan import make_plan
+from builder.assemble.plan import make_plan
 from builder.inputs.lockfile import read_lock
 from builder.inputs.profile import load_profile
 
@@ -100,7 +100,7 @@ def test_the_toolchain_stage_is_reproducible(toolchain, engine):
     """dpkg and update-alternatives write logs with the time of day; the stage removes them: the stage built again from
     nothing (no engine cache; the stages below it as they are, their own rebuilds are the repro tests'), offline, is the
     same image."""
-    from builder.build.stages import build_stages
+    from builder.assemble.stages import build_stages
     from builder.inputs.lockfile import check_lock
     from builder.ui import Reporter
 

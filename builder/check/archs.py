@@ -36,9 +36,12 @@ def table_text(rows: list[dict], target_arch: str | None) -> str:
     width = max([len(r["path"]) for r in rows] + [4])
     lines = [f"{'file':<{width}}  {'SASS':<40}  {'PTX':<16}" + (f"  on {target_arch}" if target_arch else "")]
     for row in rows:
-        if row["sass"] or row["ptx"]:
+        lto = f"  LTO IR {' '.join(row['lto'])} (link-time input)" if row.get("lto") else ""
+        if row.get("error"):
+            lines.append(f"{row['path']:<{width}}  unreadable: {row['error']}")
+        elif row["sass"] or row["ptx"]:
             line = f"{row['path']:<{width}}  {' '.join(row['sass']) or '-':<40}  {' '.join(row['ptx']) or '-':<16}"
-            lines.append(line + (f"  {row['verdict']}" if target_arch else ""))
+            lines.append(line + (f"  {row['verdict']}" if target_arch else "") + lto)
         else:
-            lines.append(f"{row['path']:<{width}}  no GPU code")
+            lines.append(f"{row['path']:<{width}}  no GPU code{lto}")
     return "\n".join(lines) + "\n"

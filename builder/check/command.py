@@ -18,6 +18,7 @@ import shlex
 from dataclasses import dataclass
 
 from ..contracts import ENTRYPOINT_IN_IMAGE, LABEL_SERVE_FLAGS
+from ..engine.records import ImageConfig
 
 _SHELLS = {"sh", "bash", "/bin/sh", "/bin/bash", "/usr/bin/sh", "/usr/bin/bash"}
 _SEPARATORS = {"&&", "||", ";", "|", "&"}
@@ -76,10 +77,10 @@ def launch_server(argv: list[str]) -> tuple[tuple[str, ...], list[str]] | None:
     return None
 
 
-def server_command(config: dict, labels: dict[str, str], run_args: list[str] | None) -> ServerCommand:
+def server_command(config: ImageConfig, labels: dict[str, str], run_args: list[str] | None) -> ServerCommand:
     """The server flags IMAGE's config (and the user's RUN_ARGS) give, and where they came from."""
     label = labels.get(LABEL_SERVE_FLAGS)
-    entrypoint, cmd = config.get("Entrypoint") or [], config.get("Cmd") or []
+    entrypoint, cmd = list(config.entrypoint), list(config.cmd)
     if label is not None and entrypoint == [ENTRYPOINT_IN_IMAGE]:
         defaults = json.loads(label or "[]")
         if run_args is None:

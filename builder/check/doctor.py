@@ -19,7 +19,7 @@ from .gpucode import ImageGpuCode, coverage, required_globs
 from .host import HostGpu, gpus
 from .report import Check, Report
 from .server import DEFAULT_SHM, hf_cache, shm_bytes
-from .static import static_reply
+from .reply import static_reply
 
 if TYPE_CHECKING:
     from ..engine import Engine

@@ -72,6 +72,9 @@ class ImageGpuCode:
         static = sorted(PurePosixPath(rel).name for rel, c in self.files.items() if c.kind == "relocatable")
         if static:
             line += f"; {len(static)} with device-link code only, never loaded ({', '.join(static[:3])})"
+        unreadable = sorted(rel for rel, c in self.files.items() if c.kind == "unreadable")
+        if unreadable:
+            line += f"; {len(unreadable)} unreadable ({'; '.join(self.files[r].error or r for r in unreadable[:2])})"
         return line
 
     def missing_native(self, required: list[str] | tuple[str, ...], arch: str) -> list[str]:
@@ -80,7 +83,9 @@ class ImageGpuCode:
         verdicts = self.verdicts(arch)
         for glob_ in required:
             hits = self.matching([glob_], ("library",))
-            if not hits:
+            unreadable = self.matching([glob_], ("unreadable",))
+            problems += [f"{rel} cannot be read: {c.error}" for rel, c in sorted(unreadable.items())]
+            if not hits and not unreadable:
                 problems.append(f"{glob_}: no library with GPU code matches")
             for rel, c in sorted(hits.items()):
                 if verdicts[rel] != "native":

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CheckFailed, InputError
+from ..engine.records import ImageConfig
 from .command import DEFAULT_LAUNCHER, server_command
 
 if TYPE_CHECKING:
@@ -127,7 +128,7 @@ def _looks_like_path(model: str) -> bool:
     return model.startswith(("/", "./", "../", "~")) or os.path.exists(model)
 
 
-def server_container(image: str, config: dict, labels: dict[str, str], model: str | None, preset: str | None, port: int | None, *,
+def server_container(image: str, config: ImageConfig, labels: dict[str, str], model: str | None, preset: str | None, port: int | None, *,
                      name: str | None = "", public: bool = False, api_key: str | None = None) -> ServerContainer:
     """The server IMAGE (its CONFIG and LABELS) runs; ``name`` None for an unnamed container, "" for one named after the model."""
     p = PRESETS.get(preset or "")
@@ -168,10 +169,10 @@ def _without_model(flags: list[str]) -> list[str]:
     return out
 
 
-def _allocator_env(config: dict) -> tuple[tuple[str, str], ...]:
+def _allocator_env(config: ImageConfig) -> tuple[tuple[str, str], ...]:
     """The field report's allocator setting, unless the image sets one: torch 2.9 reads PYTORCH_ALLOC_CONF
     (and warns at every start for the old name); older torch reads only PYTORCH_CUDA_ALLOC_CONF."""
-    names = {e.split("=", 1)[0] for e in config.get("Env") or []}
+    names = set(config.environment)
     return () if names & {"PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF"} else (("PYTORCH_CUDA_ALLOC_CONF", ALLOC_CONF),)
 
 

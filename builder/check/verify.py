@@ -27,7 +27,7 @@ from ..contracts import (
     StaticReply,
 )
 from ..errors import InputError, LockError, ProfileError
-from ..inputs.flags import server_flags
+from ..inputs.serving import server_flags
 from ..inputs.lockfile import Lock, LockFile, parse_lock, parse_lock_file, read_lock
 from ..state import record_verified
 from .command import ServerCommand, server_command
@@ -36,7 +36,7 @@ from .features import Feature, derive, features, sglang_default
 from .gpucode import ImageGpuCode, coverage, relative, required_globs
 from .host import gpus
 from .report import Report
-from .static import static_reply
+from .reply import static_reply
 
 if TYPE_CHECKING:
     from ..engine import Engine

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import functools
-import io
 import json
-import tarfile
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import docker.errors
@@ -14,36 +10,14 @@ from docker.types import DeviceRequest
 
 from ..contracts import LABEL_MANAGED, PROBE_MOUNT, PROBE_PYCACHE
 from ..errors import ProbeFailed
+from ..probe.pack import probe_archive
 from .guard import guard
 from .records import ContainerRecord
 
 if TYPE_CHECKING:
     from . import Engine
 
-BUILDER_DIR = Path(__file__).resolve().parent.parent
-# What the probe is made of: standard library only (tests/test_probe_isolation.py holds that line).
-PROBE_FILES = ("__init__.py", "contracts.py", "errors.py", "probe/*.py")
 ALL_GPUS = [DeviceRequest(count=-1, capabilities=[["gpu", "compute", "utility"]])]
-
-
-@functools.lru_cache(maxsize=1)
-def probe_archive() -> bytes:
-    """builder/'s probe files as a tar to unpack at the container's root (into PROBE_MOUNT/builder)."""
-    root = f"{PROBE_MOUNT.strip('/')}/builder"
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        parts = root.split("/")
-        for directory in ["/".join(parts[:i]) for i in range(1, len(parts) + 1)] + [f"{root}/probe"]:
-            info = tarfile.TarInfo(directory)
-            info.type, info.mode = tarfile.DIRTYPE, 0o755
-            tar.addfile(info)
-        for pattern in PROBE_FILES:
-            for path in sorted(BUILDER_DIR.glob(pattern)):
-                data = path.read_bytes()
-                info = tarfile.TarInfo(f"{root}/{path.relative_to(BUILDER_DIR)}")
-                info.size, info.mode = len(data), 0o644
-                tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def _record(container: Any) -> ContainerRecord:

@@ -6,8 +6,44 @@ the engine's own JSON (``attrs``) stays inside the package.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """An image's run-time settings, typed: what a process in a container of it starts with. Parsed once from the
+    engine's answer; :meth:`spec` gives them back in the OCI config's form (what a re-issued config carries)."""
+
+    entrypoint: tuple[str, ...] = ()
+    cmd: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()  # VAR=value, in the image's order
+    user: str = ""
+    working_dir: str = ""
+    exposed_ports: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+    stop_signal: str = ""
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """The environment as a mapping (a later VAR wins, as in a container)."""
+        return dict(item.split("=", 1) if "=" in item else (item, "") for item in self.env)
+
+    def spec(self) -> dict[str, Any]:
+        """The settings that are set, under the OCI image config's names, in its order."""
+        values = {"User": self.user, "Env": list(self.env), "Entrypoint": list(self.entrypoint), "Cmd": list(self.cmd),
+                  "WorkingDir": self.working_dir, "ExposedPorts": {p: {} for p in self.exposed_ports},
+                  "Volumes": {v: {} for v in self.volumes}, "StopSignal": self.stop_signal}
+        return {k: v for k, v in values.items() if v}
+
+    @classmethod
+    def from_spec(cls, config: dict[str, Any]) -> "ImageConfig":
+        return cls(entrypoint=tuple(config.get("Entrypoint") or ()), cmd=tuple(config.get("Cmd") or ()),
+                   env=tuple(config.get("Env") or ()), user=config.get("User") or "", working_dir=config.get("WorkingDir") or "",
+                   exposed_ports=tuple(config.get("ExposedPorts") or ()), volumes=tuple(config.get("Volumes") or ()),
+                   stop_signal=config.get("StopSignal") or "")
 
 
 @dataclass(frozen=True)
@@ -17,7 +53,7 @@ class ImageRecord:
     id: str  # the engine's ID (the config's digest; on containerd's store, the manifest's)
     tags: tuple[str, ...] = ()
     labels: dict[str, str] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)  # the runtime settings: Entrypoint, Cmd, Env, User, ...
+    config: ImageConfig = field(default_factory=ImageConfig)
     layers: tuple[str, ...] = ()  # diff IDs, base first
     size: int = 0
     architecture: str = "amd64"
@@ -31,11 +67,19 @@ class ImageRecord:
         """linux/amd64, linux/arm64 (the variant, such as arm64's v8, left out)."""
         return f"{self.os}/{self.architecture}"
 
+    @property
+    def content_key(self) -> str:
+        """What a process in the image sees, as one digest: its layers (each named by the hash of its files) and the
+        settings of its config that reach the process. Labels, tags and the ID leave it alone: another build of the same
+        stage (another wheel server's address in its history) or a relabelled image has the same content."""
+        seen = [list(self.layers), list(self.config.env), self.config.user, self.config.working_dir, self.platform]
+        return hashlib.sha256(json.dumps(seen).encode()).hexdigest()
+
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> "ImageRecord":
         config = attrs.get("Config") or {}
         return cls(id=attrs["Id"], tags=tuple(attrs.get("RepoTags") or ()), labels=dict(config.get("Labels") or {}),
-                   config=dict(config), layers=tuple((attrs.get("RootFS") or {}).get("Layers") or ()),
+                   config=ImageConfig.from_spec(config), layers=tuple((attrs.get("RootFS") or {}).get("Layers") or ()),
                    size=int(attrs.get("Size") or 0), architecture=attrs.get("Architecture") or "amd64",
                    os=attrs.get("Os") or "linux", variant=attrs.get("Variant") or None,
                    repo_digests=tuple(attrs.get("RepoDigests") or ()), created=attrs.get("Created") or "")
@@ -46,10 +90,6 @@ class ContainerRecord:
     id: str
     name: str
     status: str  # created | running | exited | ...
-
-    @property
-    def short_id(self) -> str:
-        return self.id[:12]
 
 
 @dataclass(frozen=True)

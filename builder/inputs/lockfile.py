@@ -6,7 +6,7 @@ re-lock with nothing new gives a byte-identical file and a readable diff. A targ
 platform, each with its own wheels, hashes and Debian packages (format 2). :class:`Lock` is one
 platform's closure, what a build of that platform's image reads; :class:`LockFile` is the file.
 Every image carries the whole file, and its digest is the file's. Reading and checking it
-against the profile is here; making one is :mod:`builder.inputs.lock`'s.
+against the profile is here; making one is :mod:`builder.inputs.locking`'s.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ Every error names the file, the key and, where the text shows it, the line.
 
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import json
 import re
@@ -84,10 +86,10 @@ class Base:
 
 @dataclass(frozen=True)
 class Serve:
-    """Serving defaults as settings; :mod:`builder.flags` turns them into SGLang flags.
+    """Serving defaults as settings; :mod:`builder.inputs.serving` turns them into SGLang flags.
 
     ``derived``: the settings are not written here but chosen at build time from the image's
-    evidence (:func:`builder.features.derive`): the fastest configuration proven for gpu_arch.
+    evidence (:func:`builder.check.features.derive`): the fastest configuration proven for gpu_arch.
     """
 
     cuda_graph: bool = True
@@ -158,10 +160,6 @@ class Target:
     def pins(self) -> list[Pin]:
         return [*self.tools, *(p for s in self.stages for p in s.requires)]
 
-    @property
-    def follows_nightly(self) -> bool:
-        return any(p.pre for p in self.pins())
-
     def resolution_inputs(self) -> dict[str, Any]:
         """What the lock depends on; serving flags, tags and smoke tests do not count (nor GPU architectures)."""
         base = asdict(self.base)
@@ -199,9 +197,10 @@ class Profile:
     def root(self) -> Path:
         return self.path.parent
 
-    @property
+    @functools.cached_property
     def revision(self) -> str:
-        """The git revision of the profile's checkout ("-dirty" with uncommitted changes; "unknown" outside git)."""
+        """The git revision of the profile's checkout ("-dirty" with uncommitted changes; "unknown" outside git); asked of
+        git once per run."""
         def git(*args: str) -> str:
             return subprocess.run(["git", *args], cwd=self.root, capture_output=True, text=True, check=True).stdout.strip()
 

@@ -18,8 +18,9 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from packaging.markers import default_environment
@@ -331,71 +332,100 @@ def _pip_once(target: Target, pins: list[Pin], platform: Platform, wheelhouse: P
         links.mkdir()
         _local_wheels(pins, wheelhouse, links)
         report = Path(tmp, "report.json")
-        cmd = [sys.executable, "-m", "pip", "install", "--isolated", "--dry-run", "--ignore-installed",
-               "--quiet", "--disable-pip-version-check", "--retries", "2", "--timeout", "30",
-               "--report", str(report), "--target", str(Path(tmp, "t")), "--index-url", indexes[0]]
-        for url in indexes[1:]:
-            cmd += ["--extra-index-url", url]
-        if any(links.iterdir()):
-            cmd += ["--find-links", str(links)]
-        cmd += pip_target_args(platform)
-        if any(p.pre for p in pins):
-            cmd.append("--pre")  # a pin that follows a nightly channel takes the newest dev build
-        cmd += [p.requirement for p in pins]
-        # --isolated drops the user's configuration and PIP_* variables, but not the site-wide files
-        # (/etc/pip.conf, /etc/xdg/pip): a constraint there would cap the lock. os.devnull drops them all.
-        env = {**os.environ, "PIP_CONFIG_FILE": os.devnull}
-        proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env)
-        if proc.returncode != 0:
-            tail = _last_error(proc.stderr)
-            if re.search(r"(NewConnectionError|ConnectionError|Max retries exceeded|Could not fetch URL|timed out)", proc.stderr):
-                raise NetworkError(f"a package index did not answer during resolution: {tail}", "check the indexes and the network")
-            raise ResolutionError(f"no set of wheels for Python {platform.python} on manylinux {platform.glibc} satisfies the profile: {tail}",
-                                  "relax or fix the requirements in the profile")
-        items = json.loads(report.read_text())["install"]
-        wheels: dict[str, Wheel] = {}
-        env = target_environment(platform)
-        raw: dict[str, list[Requirement]] = {}
-        extras: dict[str, set[str]] = {}
-        for item in items:
-            meta = item["metadata"]
-            name = canonicalize_name(meta["name"])
-            info = item["download_info"]
-            url = info["url"]
-            filename = unquote(Path(urlsplit(url).path).name)
-            sha = info.get("archive_info", {}).get("hashes", {}).get("sha256")
-            pin = next((p for p in pins if p.name == name), None)
-            if url.startswith("file:"):
-                if not (pin and pin.wheel):
-                    raise ResolutionError(f"{name} resolved to a local file {url} that the profile does not pin")
-                url, sha = None, pin.sha256
-            if not sha:
-                raise ResolutionError(f"the index gave no sha256 for {filename}", "use an index that publishes hashes")
-            raw[name] = [Requirement(r) for r in meta.get("requires_dist") or []]  # parsed once: the loop below walks them often
-            extras.setdefault(name, set()).update(item.get("requested_extras") or [])
-            wheels[name] = Wheel(name=name, version=meta["version"], filename=filename, sha256=sha, url=url, stage="")
-        # A dependency's extras come from whoever asks for it (torch asks for cuda-toolkit[cudart, ...]), and pip's
-        # report records them only for what was requested directly: gather them along the graph until nothing moves.
-        for _ in range(len(raw) + 1):
-            moved = False
-            for name, specs in raw.items():
-                for req in _edges(specs, env, extras[name]):
-                    dep = canonicalize_name(req.name)
-                    if dep in extras and not req.extras <= extras[dep]:
-                        extras[dep] |= req.extras
-                        moved = True
-            if not moved:
-                break
-        missing: dict[str, Requirement] = {}
-        for name in wheels:
-            for req in _edges(raw[name], env, extras[name]):
-                dep = wheels.get(canonicalize_name(req.name))
-                if dep is None or not req.specifier.contains(dep.version, prereleases=True):
-                    bare = Requirement(str(req))
-                    bare.marker = None
-                    missing.setdefault(canonicalize_name(req.name), bare)
-        return ({name: replace(w, requires=tuple(sorted({canonicalize_name(r.name) for r in _edges(raw[name], env, extras[name])})))
-                 for name, w in wheels.items()}, list(missing.values()))
+        _run_pip(_pip_command(pins, platform, indexes, links, report, Path(tmp, "t")), platform)
+        picked = _picked(json.loads(report.read_text())["install"], pins)
+    env = target_environment(platform)
+    extras = _spread_extras(picked, env)
+    return ({name: replace(p.wheel, requires=tuple(sorted({canonicalize_name(r.name) for r in _edges(p.requires, env, extras[name])})))
+             for name, p in picked.items()}, _unmet(picked, env, extras))
+
+
+def _pip_command(pins: list[Pin], platform: Platform, indexes: list[str], links: Path, report: Path, scratch_target: Path) -> list[str]:
+    """pip's dry run for PINS on the image's PLATFORM, its JSON report to REPORT."""
+    cmd = [sys.executable, "-m", "pip", "install", "--isolated", "--dry-run", "--ignore-installed",
+           "--quiet", "--disable-pip-version-check", "--retries", "2", "--timeout", "30",
+           "--report", str(report), "--target", str(scratch_target), "--index-url", indexes[0]]
+    for url in indexes[1:]:
+        cmd += ["--extra-index-url", url]
+    if any(links.iterdir()):
+        cmd += ["--find-links", str(links)]
+    cmd += pip_target_args(platform)
+    if any(p.pre for p in pins):
+        cmd.append("--pre")  # a pin that follows a nightly channel takes the newest dev build
+    return cmd + [p.requirement for p in pins]
+
+
+def _run_pip(cmd: list[str], platform: Platform) -> None:
+    """Run pip; its failure sorted into the network's (an index did not answer) and the profile's (nothing satisfies it)."""
+    # --isolated drops the user's configuration and PIP_* variables, but not the site-wide files
+    # (/etc/pip.conf, /etc/xdg/pip): a constraint there would cap the lock. os.devnull drops them all.
+    proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, env={**os.environ, "PIP_CONFIG_FILE": os.devnull})
+    if proc.returncode == 0:
+        return
+    tail = _last_error(proc.stderr)
+    if re.search(r"(NewConnectionError|ConnectionError|Max retries exceeded|Could not fetch URL|timed out)", proc.stderr):
+        raise NetworkError(f"a package index did not answer during resolution: {tail}", "check the indexes and the network")
+    raise ResolutionError(f"no set of wheels for Python {platform.python} on manylinux {platform.glibc} satisfies the profile: {tail}",
+                          "relax or fix the requirements in the profile")
+
+
+@dataclass(frozen=True)
+class _Picked:
+    wheel: Wheel
+    requires: list[Requirement]  # its Requires-Dist, parsed once (the extras walk reads them often)
+    extras: frozenset[str]  # the extras it was asked for directly
+
+
+def _picked(items: list[dict[str, Any]], pins: list[Pin]) -> dict[str, _Picked]:
+    """What pip's report says it would install: each wheel's file, hash and requirements."""
+    out = {}
+    for item in items:
+        meta, info = item["metadata"], item["download_info"]
+        name = canonicalize_name(meta["name"])
+        url = info["url"]
+        filename = unquote(Path(urlsplit(url).path).name)
+        sha = info.get("archive_info", {}).get("hashes", {}).get("sha256")
+        pin = next((p for p in pins if p.name == name), None)
+        if url.startswith("file:"):
+            if not (pin and pin.wheel):
+                raise ResolutionError(f"{name} resolved to a local file {url} that the profile does not pin")
+            url, sha = None, pin.sha256
+        if not sha:
+            raise ResolutionError(f"the index gave no sha256 for {filename}", "use an index that publishes hashes")
+        out[name] = _Picked(Wheel(name=name, version=meta["version"], filename=filename, sha256=sha, url=url, stage=""),
+                            [Requirement(r) for r in meta.get("requires_dist") or []], frozenset(item.get("requested_extras") or []))
+    return out
+
+
+def _spread_extras(picked: dict[str, _Picked], env: dict[str, str]) -> dict[str, set[str]]:
+    """Each package's extras. They come from whoever asks for it (torch asks for cuda-toolkit[cudart, ...]), and pip's
+    report records them only for what was requested directly: gathered along the graph until nothing moves."""
+    extras = {name: set(p.extras) for name, p in picked.items()}
+    for _ in range(len(picked) + 1):
+        moved = False
+        for name, p in picked.items():
+            for req in _edges(p.requires, env, extras[name]):
+                dep = canonicalize_name(req.name)
+                if dep in extras and not req.extras <= extras[dep]:
+                    extras[dep] |= req.extras
+                    moved = True
+        if not moved:
+            break
+    return extras
+
+
+def _unmet(picked: dict[str, _Picked], env: dict[str, str], extras: dict[str, set[str]]) -> list[Requirement]:
+    """The requirements that apply on the image's platform which pip did not pick, or picked at a version they exclude
+    (without their markers: to be asked for by name)."""
+    missing: dict[str, Requirement] = {}
+    for name, p in picked.items():
+        for req in _edges(p.requires, env, extras[name]):
+            dep = picked.get(canonicalize_name(req.name))
+            if dep is None or not req.specifier.contains(dep.wheel.version, prereleases=True):
+                bare = Requirement(str(req))
+                bare.marker = None
+                missing.setdefault(canonicalize_name(req.name), bare)
+    return list(missing.values())
 
 
 def _edges(requires: list[Requirement], env: dict[str, str], extras: set[str]) -> list[Requirement]:

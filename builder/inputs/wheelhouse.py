@@ -16,10 +16,11 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DiskFull, IntegrityError, Interrupted, MissingFile, NetworkError, SglbuildError
+from ..errors import DiskFull, InputError, IntegrityError, Interrupted, MissingFile, NetworkError, SglbuildError
 from ..ui import Reporter, Transfer
 from .hashing import VerifiedCache, sha256_file
-from .lockfile import Deb, Lock, LockFile, Wheel
+from .lockfile import Deb, Lock, LockFile, Wheel, check_locks
+from .profile import Profile, Target
 
 _CHUNK = 1 << 20
 
@@ -31,15 +32,19 @@ class FetchResult:
     removed: list[str] = field(default_factory=list)  # files deleted for a hash mismatch
     failed: dict[str, SglbuildError] = field(default_factory=dict)
     bytes: int = 0
+    wanted: int = 0  # how many files the lock (or the platforms asked for) names
 
 
-def verify_wheelhouse(lock: Lock, wheelhouse: Path, *, missing_ok: bool = False) -> None:
-    """Raise unless every wheel and Debian package of the lock is in the wheelhouse with its pinned sha256 (``missing_ok``: every one there)."""
+def verify_wheelhouse(lock: Lock, wheelhouse: Path, *, missing_ok: bool = False) -> bool:
+    """Raise unless every wheel and Debian package of the lock is in the wheelhouse with its pinned sha256 (``missing_ok``:
+    every one there). True when every one was there."""
     cache = VerifiedCache(wheelhouse)
+    complete = True
     try:
         for w in lock.files:
             path = wheelhouse / w.filename
             if missing_ok and not path.is_file():
+                complete = False
                 continue
             if not path.is_file():
                 how = "run 'sglbuild fetch'" if w.url else "place the prebuilt wheel in wheels/"
@@ -54,12 +59,26 @@ def verify_wheelhouse(lock: Lock, wheelhouse: Path, *, missing_ok: bool = False)
             cache.remember(path, w.sha256)
     finally:
         cache.save()
+    return complete
+
+
+def fetch_target(profile: Profile, target: Target, wheelhouse: Path, reporter: Reporter, *, jobs: int = 4,
+                 platforms: tuple[str, ...] = ()) -> FetchResult:
+    """``sglbuild fetch``: the files of TARGET's lock (PLATFORMS' closures only, when given: a machine that builds one
+    platform of a family downloads that one's wheels)."""
+    locks = check_locks(profile, target)
+    unknown = [p for p in platforms if p not in locks.locks]
+    if unknown:
+        raise InputError(f"target {target.name!r} has no platform {unknown[0]}", f"its platforms: {', '.join(locks.locks)}")
+    chosen = LockFile(locks.target, locks.inputs, {p: lock for p, lock in locks.locks.items() if not platforms or p in platforms},
+                      multi=locks.multi)
+    return fetch(chosen, wheelhouse, reporter, jobs)
 
 
 def fetch(lock: Lock | LockFile, wheelhouse: Path, reporter: Reporter, jobs: int = 4) -> FetchResult:
     wheelhouse.mkdir(parents=True, exist_ok=True)
     cache = VerifiedCache(wheelhouse)
-    result = FetchResult()
+    result = FetchResult(wanted=len(lock.files))
     todo: list[Wheel | Deb] = []
     for w in lock.files:
         path = wheelhouse / w.filename

@@ -18,11 +18,15 @@ What each kind of file holds, and whether the driver can load it:
 - a standalone fatbin file: its entries.
 
 Fatbin layout (little endian). Container: magic u32 0xBA55ED50, version u16, header size
-u16, fat size u64. Entry: kind u16 (1 PTX, 2 ELF) at 0, header size u32 at 4, payload
+u16, fat size u64. Entry: kind u16 (1 PTX, 2 ELF, 8 LTO IR) at 0, header size u32 at 4, payload
 size u64 at 8, arch u32 at 28, flags u64 at 40: 0x2000/0x8000 compressed, 0x100000
 arch-specific ("a": runs only on that exact capability), 0x200000 family-specific ("f").
 Names follow cuobjdump: an ``f`` SASS build is listed as plain ``sm_XX`` (its machine code
-is the family's, compatible like plain SASS), an ``f`` PTX keeps its ``f``.
+is the family's, compatible like plain SASS), an ``f`` PTX keeps its ``f``. LTO IR (nvcc's
+``code=lto_XX``, kind 8) is its own kind, ``lto_XX``: input for a link-time optimizing device
+link (nvJitLink), which the driver never loads; cuobjdump lists it as neither SASS nor PTX.
+An entry of a kind this reader does not know is an error for that file: an image's scan
+(:func:`scan_tree`) names the file as unreadable and goes on with the others.
 
 Standard library only: this module runs inside images.
 """
@@ -44,7 +48,7 @@ from ..errors import FatbinError, MissingFile
 FATBIN_MAGIC = 0xBA55ED50
 _FATBIN_MAGIC_BYTES = struct.pack("<I", FATBIN_MAGIC)
 _AR_MAGIC = b"!<arch>\n"
-_KIND_PTX, _KIND_ELF = 1, 2
+_KIND_PTX, _KIND_ELF, _KIND_LTO = 1, 2, 8
 _FLAG_COMPRESSED = 0x2000 | 0x8000
 _FLAG_ARCH_SPECIFIC = 0x100000
 _FLAG_FAMILY = 0x200000
@@ -82,10 +86,12 @@ class _Listing:
     def __init__(self) -> None:
         self.sass: set = set()
         self.ptx: set = set()
-        self.entries = self.compressed = 0
+        self.lto: set = set()
+        self.entries = self.compressed = 0  # SASS and PTX entries, as cuobjdump counts them
 
     def code(self, name: str, kind: str) -> GpuCode:
-        return GpuCode(name, sorted(self.sass, key=arch_key), sorted(self.ptx, key=arch_key), self.entries, self.compressed, kind)
+        return GpuCode(name, sorted(self.sass, key=arch_key), sorted(self.ptx, key=arch_key), self.entries, self.compressed, kind,
+                       lto=sorted(self.lto, key=arch_key))
 
 
 def _read(f: BinaryIO, offset: int, size: int, what: str, name: str) -> bytes:
@@ -133,14 +139,18 @@ def _containers(f: BinaryIO, start: int, length: int, name: str, out: _Listing) 
             kind, _v, ehsize, payload = struct.unpack_from("<HHIQ", head, 0)
             arch, = struct.unpack_from("<I", head, 28)
             flags, = struct.unpack_from("<Q", head, 40)
-            if kind not in (_KIND_PTX, _KIND_ELF) or ehsize < 48 or entry + ehsize + payload > stop:
+            if kind not in (_KIND_PTX, _KIND_ELF, _KIND_LTO) or ehsize < 48 or entry + ehsize + payload > stop:
                 raise FatbinError(f"{name}: corrupt fatbin entry at offset {entry:#x} (kind {kind}, header {ehsize}, payload {payload})")
-            if kind == _KIND_ELF:  # cuobjdump names family SASS as plain SASS
-                out.sass.add(f"sm_{arch}{'a' if flags & _FLAG_ARCH_SPECIFIC else ''}")
+            suffix = "a" if flags & _FLAG_ARCH_SPECIFIC else "f" if flags & _FLAG_FAMILY else ""
+            if kind == _KIND_LTO:  # link-time input: neither SASS nor PTX, and not counted as cuobjdump's entries
+                out.lto.add(f"lto_{arch}{suffix}")
             else:
-                out.ptx.add(f"compute_{arch}{'a' if flags & _FLAG_ARCH_SPECIFIC else 'f' if flags & _FLAG_FAMILY else ''}")
-            out.entries += 1
-            out.compressed += bool(flags & _FLAG_COMPRESSED)
+                if kind == _KIND_ELF:  # cuobjdump names family SASS as plain SASS
+                    out.sass.add(f"sm_{arch}{'a' if suffix == 'a' else ''}")
+                else:
+                    out.ptx.add(f"compute_{arch}{suffix}")
+                out.entries += 1
+                out.compressed += bool(flags & _FLAG_COMPRESSED)
             entry += ehsize + payload
         pos = (stop + 7) & ~7
 
@@ -280,16 +290,21 @@ def scan_wheel(path: Path) -> Iterator[GpuCode]:
 
 
 def scan_tree(root: Path) -> Iterator[GpuCode]:
+    """Every GPU file under ROOT. A file this reader cannot read (corrupt, or an entry of a kind it does not know) comes
+    back as "unreadable", with why: one file never stops the scan of the rest."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for fn in sorted(filenames):
             p = Path(dirpath, fn)
             if p.is_symlink() or not p.is_file():
                 continue
-            if fn.endswith(".whl"):
-                yield from scan_wheel(p)
-            elif may_hold_gpu_code(fn):
-                yield scan_file(p)
+            try:
+                if fn.endswith(".whl"):
+                    yield from scan_wheel(p)
+                elif may_hold_gpu_code(fn):
+                    yield scan_file(p)
+            except FatbinError as exc:
+                yield GpuCode(str(p), kind="unreadable", error=str(exc))
 
 
 def scan_path(path: Path) -> Iterator[GpuCode]:
@@ -311,8 +326,10 @@ def verdict(code: GpuCode, target: str) -> str:
     JIT-compiled for any later GPU (``f`` PTX within its family, ``a`` PTX for its exact
     capability). Relocatable code (``__nv_relfatbin``, objects, archives) is never loaded.
     """
+    if code.kind == "unreadable":
+        return "none"
     if code.kind == "relocatable":
-        return "link-only" if code.has_gpu_code else "none"
+        return "link-only" if code.has_gpu_code or code.lto else "none"
     want = int("".join(c for c in target if c.isdigit()))
     for sass in code.sass:
         if arch_key(sass)[0] == want:

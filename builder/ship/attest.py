@@ -45,7 +45,7 @@ from ..sign import envelope, key_id
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from ..build.plan import Plan
+    from ..assemble.plan import Plan
     from ..check.report import Report
     from ..engine import Engine
     from ..engine.records import ImageRecord

@@ -3,7 +3,7 @@
 Both read the same image, so they run side by side. A pass is recorded (:mod:`builder.state`)
 with the image's content ID and the gate's key; an image with the same content that already
 passed the same gate here is not tested again. A derived target's verify reuses the JIT compile
-its evidence step made in the stage below (:func:`builder.build.evidence.evidence_jit` says when
+its evidence step made in the stage below (:func:`builder.check.evidence.evidence_jit` says when
 that holds): under emulation that compile is most of a verify.
 """
 
@@ -13,25 +13,38 @@ import hashlib
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..build.evidence import evidence_jit
-from ..build.plan import Plan
+from ..check.evidence import evidence_jit
+from ..check.report import Report
 from ..check.verify import verify
 from ..errors import SmokeTestFailed, VerifyFailed
 from ..state import passed_gate, record_verified
 from ..ui import Reporter
 
 if TYPE_CHECKING:
+    from ..assemble.plan import Plan
+    from ..assemble.stages import Built
     from ..engine import Engine
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    command: str
+    exit_code: int
+    output: str  # its last 2000 characters
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
 class Gated:
-    smoke: list[dict[str, Any]] = field(default_factory=list)
-    verify: dict[str, Any] = field(default_factory=dict)
+    smoke: list[SmokeResult] = field(default_factory=list)
+    report: Report | None = None  # verify's (None: the pass was inherited)
     reused_from: str | None = None  # the image whose pass this one inherits (same content, same gate)
 
 
@@ -40,26 +53,26 @@ def gate_key(plan: Plan) -> str:
     return hashlib.sha256(json.dumps([__version__, list(plan.target.smoke)]).encode()).hexdigest()
 
 
-def gate(engine: Engine, plan: Plan, image_id: str, content_id: str, reporter: Reporter, *,
-         evidence_image: str | None = None) -> Gated:
-    """Raise SmokeTestFailed or VerifyFailed unless IMAGE_ID passes; record the pass. EVIDENCE_IMAGE: the image of a
-    derived target's evidence stage, IMAGE_ID's parent."""
+def gate(engine: Engine, built: Built, reporter: Reporter) -> Gated:
+    """Raise SmokeTestFailed or VerifyFailed unless BUILT's image passes; record the pass. A derived target's verify
+    reuses its evidence stage's JIT compile where that holds (:func:`builder.check.evidence.evidence_jit`)."""
+    plan, image_id = built.plan, built.image_id
     key = gate_key(plan)
-    earlier = passed_gate(content_id, key)
+    earlier = passed_gate(built.content_id, key)
     if earlier is not None:
         same = "this image" if earlier == image_id else f"{earlier[:19]} (only provenance labels differ)"
         reporter.step("gate", "reused", f"smoke tests and verify passed for {same}")
-        record_verified(image_id, gpu_checked=False, content_id=content_id, gate_key=key)
+        record_verified(image_id, gpu_checked=False, content_id=built.content_id, gate_key=key)
         return Gated(reused_from=earlier)
     with ThreadPoolExecutor(max_workers=2) as pool:
         smoke = pool.submit(smoke_test, engine, image_id, plan, reporter)
-        checks = pool.submit(_verify, engine, image_id, plan, reporter, evidence_image)
+        checks = pool.submit(_verify, engine, image_id, plan, reporter, built.evidence_image)
         result = Gated(smoke.result(), checks.result())
-    record_verified(image_id, gpu_checked=False, content_id=content_id, gate_key=key)
+    record_verified(image_id, gpu_checked=False, content_id=built.content_id, gate_key=key)
     return result
 
 
-def _verify(engine: Engine, image_id: str, plan: Plan, reporter: Reporter, evidence_image: str | None) -> dict[str, Any]:
+def _verify(engine: Engine, image_id: str, plan: Plan, reporter: Reporter, evidence_image: str | None) -> Report:
     jit = evidence_jit(engine, plan, image_id, evidence_image) if evidence_image else None
     if jit is not None:
         reporter.step("verify", "reused", f"the JIT probe's compile from the evidence stage {evidence_image[:19]}: the same files")
@@ -71,29 +84,29 @@ def _verify(engine: Engine, image_id: str, plan: Plan, reporter: Reporter, evide
     if failed:
         raise VerifyFailed(f"verify failed: {failed[0].name}: {failed[0].detail[:300]}",
                            f"the image keeps only its immutable tag; {plan.human_tag} was not moved")
-    return report.to_dict()
+    return report
 
 
-def smoke_test(engine: Engine, image_id: str, plan: Plan, reporter: Reporter) -> list[dict[str, Any]]:
+def smoke_test(engine: Engine, image_id: str, plan: Plan, reporter: Reporter) -> list[SmokeResult]:
     """Run the target's smoke commands in the image (in parallel, without network).
 
     ``SGLBUILD_FLAGS`` (JSON) gives a command the image's default server flags to check.
     Raises on the first failure, in the profile's order.
     """
 
-    def one(command: str) -> dict[str, Any]:
+    def one(command: str) -> SmokeResult:
         t0 = time.monotonic()
         code, out = engine.containers.run(image_id, [command], entrypoint=["/bin/sh", "-c"],
                                           environment={"SGLBUILD_FLAGS": json.dumps(list(plan.serve_flags))})
-        return {"command": command, "exit_code": code, "output": out.strip()[-2000:], "seconds": round(time.monotonic() - t0, 2)}
+        return SmokeResult(command, code, out.strip()[-2000:], round(time.monotonic() - t0, 2))
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(one, plan.target.smoke))
     for r in results:
-        lines = r["output"].splitlines() or ["(no output)"]
-        if r["exit_code"] != 0:
-            reporter.step("smoke", "failed", r["command"])
-            raise SmokeTestFailed(f"smoke test failed (exit {r['exit_code']}): {r['command']!r}: {lines[-1][:300]}",
+        lines = r.output.splitlines() or ["(no output)"]
+        if r.exit_code != 0:
+            reporter.step("smoke", "failed", r.command)
+            raise SmokeTestFailed(f"smoke test failed (exit {r.exit_code}): {r.command!r}: {lines[-1][:300]}",
                                   f"the image keeps only its immutable tag; {plan.human_tag} was not moved")
-        reporter.step("smoke", "passed", f"{r['seconds']:5.1f} s  {lines[-1][:100]}")
+        reporter.step("smoke", "passed", f"{r.seconds:5.1f} s  {lines[-1][:100]}")
     return results

@@ -11,35 +11,29 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..build import evidence
-from ..build.plan import make_plan
 from ..check.verify import verify
 from ..contracts import LABEL_LOCK_DIGEST, OCI_VERSION, PLATFORMS
-from ..errors import InputError, NotVerified, SglbuildError
-from ..inputs.lockfile import check_locks
+from ..errors import InputError, NotVerified
 from ..oci import OCI_INDEX, Described, canonical, check_repo, describe, split_ref
-from ..sign import load_private
 from ..state import record_push, verified
 from .attest import Attached, attach, statements
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from ..build.plan import Plan
+    from ..assemble.plan import Plan
     from ..engine import Engine
     from ..engine.records import ImageRecord
-    from ..inputs.profile import Profile, Target
+    from ..inputs.profile import Target
 
 
 @dataclass(frozen=True)
 class Signing:
-    """What push attaches with each image: the key to sign with (None: unsigned envelopes), the plans whose stage keys
-    the provenance names (by lock digest), and the profile's digest."""
+    """What push attaches with each image: the key to sign with (None: unsigned envelopes), the plans of the images'
+    targets (their stage keys go into the provenance; found by lock digest and platform), and the profile's digest."""
 
     key: Ed25519PrivateKey | None = None
     plans: tuple[Plan, ...] = ()
@@ -67,23 +61,6 @@ def _require_verified(image_ref: str, image_id: str, force: bool) -> None:
     if not force and verified(image_id) is None:
         raise NotVerified(f"{image_ref} ({image_id[:19]}) has not passed 'sglbuild verify' on this machine",
                           "verify it first, or push --force")
-
-
-def signing_for(engine: Engine, profile: Profile | None, key: Path | None) -> Signing:
-    """What push attaches with: KEY loaded, and the plans of the profile's targets (for the provenance's stage keys; a
-    derived target's completed with the flags its evidence gave here)."""
-    plans = []
-    for target in (profile.targets.values() if profile is not None else ()):
-        try:
-            locks = check_locks(profile, target)
-        except SglbuildError:  # a target not locked (or out of date) built no image that could be pushed from here
-            continue
-        for platform in locks.locks:
-            plan = make_plan(target, locks.lock(platform), profile.revision, builder=engine.builder)
-            flags = evidence.cached(plan) if plan.awaiting_evidence else None
-            plans.append(plan.with_derived(flags) if flags is not None else plan)
-    digest = hashlib.sha256(profile.path.read_bytes()).hexdigest() if profile is not None else None
-    return Signing(load_private(key) if key else None, tuple(plans), digest)
 
 
 def _attest(engine: Engine, image: ImageRecord, repo: str, digest: str, signing: Signing) -> list[Attached]:

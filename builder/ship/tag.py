@@ -1,23 +1,23 @@
 """Step 8, tag: the image's own immutable tag, then — once the gate passed — the human tag.
 
 ``IMAGE:TAG-<image ID>`` is applied first and never moves (it names the image itself);
-``IMAGE:TAG`` moves last, only to an image that passed :func:`builder.gate.gate`. The SBOM
-of a released image is written to ``out/TARGET.cdx.json``.
+``IMAGE:TAG`` moves last, only to an image that passed :func:`builder.ship.gate.gate`. The SBOM
+of a released image is written to ``out/TARGET.cdx.json``. What was built comes in as the build
+returned it (its plan as built, its evidence stage's image, the image): nothing here plans or builds.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..build.plan import Plan
-from ..build.stages import Built
 from ..state import atomic_write
 from ..ui import Reporter
-from .gate import gate
+from .gate import Gated, gate
 
 if TYPE_CHECKING:
+    from ..assemble.stages import Built
     from ..engine import Engine
 
 
@@ -26,21 +26,28 @@ class Released:
     tag: str
     immutable_tag: str
     sbom: str
-    gate: str  # "passed" | "inherited from IMAGE_ID" (the same content passed the same gate here before)
-    smoke: list[dict[str, Any]] = field(default_factory=list)
-    verify: dict[str, Any] = field(default_factory=dict)
+    gated: Gated
+
+    @property
+    def gate(self) -> str:
+        """"passed", or "inherited from IMAGE_ID" (the same content passed the same gate here before)."""
+        return f"inherited from {self.gated.reused_from}" if self.gated.reused_from else "passed"
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``build --json`` prints of it."""
+        return {"tag": self.tag, "immutable_tag": self.immutable_tag, "sbom": self.sbom, "gate": self.gate,
+                "smoke": [s.to_dict() for s in self.gated.smoke], "verify": self.gated.report.to_dict() if self.gated.report else {}}
 
 
-def release(engine: Engine, plan: Plan, built: Built, reporter: Reporter, out_dir: Path) -> Released:
+def release(engine: Engine, built: Built, reporter: Reporter, out_dir: Path) -> Released:
+    plan = built.plan
     if plan.repo or not plan.reproducible:
         raise ValueError("only a reproducible build of the shared stages is released under its human tag")
     immutable = plan.immutable_tag(built.image_id)
     engine.images.tag(built.image_id, immutable)
     # Always through the gate: it knows what passed here, and for which smoke tests (an image the human
     # tag already names passed someone's gate, maybe with other smoke commands).
-    evidence = next((s.image_id for s in built.stages if s.name == plan.evidence_stage.name), None)
-    gated = gate(engine, plan, built.image_id, built.content_id, reporter, evidence_image=evidence)
-    how = f"inherited from {gated.reused_from}" if gated.reused_from else "passed"
+    gated = gate(engine, built, reporter)
     tags = [plan.human_tag]
     if plan.target.declares_platforms and plan.platform == engine.platform:
         tags.append(plan.target.human_tag)  # IMAGE:TAG names the image of this engine's own platform
@@ -51,4 +58,4 @@ def release(engine: Engine, plan: Plan, built: Built, reporter: Reporter, out_di
     sbom.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(sbom, plan.sbom)
     reporter.step("tag", "tagged", f"{'  '.join(tags)}  {immutable}")
-    return Released(plan.human_tag, immutable, str(sbom), how, gated.smoke, gated.verify)
+    return Released(plan.human_tag, immutable, str(sbom), gated)

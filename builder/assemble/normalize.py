@@ -10,7 +10,7 @@ change the config, never a layer, so they rebuild nothing. How depends on the en
   SOURCE_DATE_EPOCH, one history entry per layer naming its stage — and the engine loads it
   (:meth:`builder.engine.images.Images.load_config`: no layer is read or written). The image ID
   is the sha256 of that config. The imported base is re-issued with the same function
-  (:func:`builder.build.base.reissue`).
+  (:func:`builder.assemble.base.reissue`).
 - BuildKit (any image store, containerd's included): BuildKit already writes SOURCE_DATE_EPOCH's
   times and nothing of the build container; a build of ``FROM <final stage>`` with the labels
   re-issues it, reading no layer. Each layer's stage is named in a label.
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
     from ..engine import Engine
     from .plan import Plan
 
-_RUNTIME_KEYS = ("User", "Env", "Entrypoint", "Cmd", "WorkingDir", "ExposedPorts", "Volumes", "StopSignal")
-
 
 @dataclass(frozen=True)
 class Normalized:
@@ -47,7 +45,7 @@ def image_config(image: ImageRecord, layer_stages: list[str], labels: dict[str, 
     """IMAGE's config made of its inputs alone: its layers and runtime settings, LABELS, SOURCE_DATE_EPOCH's times,
     and a history entry per layer naming the stage that made it (LAYER_STAGES)."""
     created = datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    runtime = {k: image.config[k] for k in _RUNTIME_KEYS if image.config.get(k)}
+    runtime = image.config.spec()
     kept = {k: v for k, v in image.labels.items() if k != LABEL_STAGE_KEY}
     runtime["Labels"] = dict(sorted({**kept, LABEL_MANAGED: "true", **labels}.items()))
     if len(layer_stages) != len(image.layers):
@@ -67,7 +65,7 @@ def content_id(image: ImageRecord) -> str:
     """An image's content, whatever engine or path made it: its layers, runtime settings and labels
     other than provenance. Two images with the same content ID passed or failed the same checks."""
     labels = {k: v for k, v in image.labels.items() if k not in PROVENANCE_LABELS and k != LABEL_LAYER_STAGES}
-    blob = {"layers": list(image.layers), "labels": labels, **{k: image.config.get(k) for k in _RUNTIME_KEYS}}
+    blob = {"layers": list(image.layers), "labels": labels, **image.config.spec()}
     return "sha256:" + hashlib.sha256(canonical(blob)).hexdigest()
 
 

@@ -7,50 +7,24 @@ Dockerfile directories in the temporary directory, and tags in sglbuild's scratc
 repositories (``sglbuild-repro/``, ``sglbuild-bench/``). Everything here is found by
 sglbuild's own label or names; running containers (a ``serve``) and tagged images stay.
 
-Builds hold a shared lock while they run, one per engine (a file in the temporary directory named
-by the engine's address, whatever state directory each process uses); gc takes it exclusively, so
-it never removes a running build's work, and a killed build's lock is released by the kernel.
+Builds hold a shared lock while they run, one per engine (:func:`builder.state.engine_lock`); gc takes it
+exclusively, so it never removes a running build's work, and a killed build's lock is released by the kernel.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import os
 import shutil
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from ..contracts import LABEL_MANAGED, STAGE_REPO, TEST_CACHE_REPO
-from ..errors import EnvironmentProblem
-from ..state import base_cache_dir, scratch_leftovers
+from ..state import base_cache_dir, engine_lock, scratch_leftovers
 
 if TYPE_CHECKING:
     from ..engine import Engine
 
 SCRATCH_REPOS = ("sglbuild-repro/", "sglbuild-bench/")
-
-
-@contextmanager
-def build_lock(engine: Engine, exclusive: bool = False) -> Iterator[None]:
-    """Held (shared) by every build on ENGINE while it runs; gc holds it exclusively."""
-    name = hashlib.sha256(engine.where.encode()).hexdigest()[:16]
-    path = Path(tempfile.gettempdir()) / f"sglbuild-engine-{name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    with os.fdopen(fd, "r+") as f:
-        try:
-            fcntl.flock(f, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if exclusive:
-                raise EnvironmentProblem("a build is running on this machine", "run 'sglbuild gc' when it has finished") from None
-            fcntl.flock(f, fcntl.LOCK_SH)  # another build holds it shared, or gc for a moment: wait
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -68,7 +42,7 @@ class Collected:
 
 def collect(engine: Engine, wheelhouse: Path, *, dry_run: bool = False) -> Collected:
     out = Collected()
-    with build_lock(engine, exclusive=True):
+    with engine_lock(engine.where, exclusive=True):
         for c in engine.containers.list_managed():
             if c.status == "running":
                 out.kept_running.append(c.name)

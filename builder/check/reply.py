@@ -22,18 +22,11 @@ if TYPE_CHECKING:
     from ..engine.records import ImageRecord
 
 
-def content_key(image: ImageRecord) -> str:
-    """What a process in IMAGE sees, as one digest: its layers and the settings of its config that reach the process."""
-    seen = [list(image.layers), image.config.get("Env") or [], image.config.get("User") or "", image.config.get("WorkingDir") or "",
-            image.platform]
-    return hashlib.sha256(json.dumps(seen).encode()).hexdigest()
-
-
 def _key(image: ImageRecord, archs: list[str], flags: list[str] | None, environment: dict[str, str] | None) -> str:
-    from ..engine.containers import probe_archive
+    from ..probe.pack import probe_archive
 
     code = hashlib.sha256(probe_archive()).hexdigest()[:16]
-    return json.dumps([PROBE_VERSION, code, content_key(image), archs, flags] + ([sorted(environment.items())] if environment else []))
+    return json.dumps([PROBE_VERSION, code, image.content_key, archs, flags] + ([sorted(environment.items())] if environment else []))
 
 
 def _kept(key: str) -> StaticReply | None:

@@ -2,7 +2,7 @@
 
 The same template renders the whole multi-stage file (for people to read and diff) and
 each stage on its own (what the build runs, ``FROM`` the parent stage's tag), so what is
-built is exactly what ``sglbuild render`` shows. :mod:`builder.plan` gives it its values.
+built is exactly what ``sglbuild render`` shows. :mod:`builder.assemble.plan` gives it its values.
 """
 
 from __future__ import annotations

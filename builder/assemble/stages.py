@@ -12,22 +12,19 @@ import os
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ..contracts import BUILDKIT_WHEELHOUSE_PORT, LABEL_MANAGED, LABEL_STAGE_KEY, TOOLS
 from ..errors import DiskFull, InputError
 from ..inputs.profile import Target
-from ..check.static import content_key
 from ..inputs.wheelhouse import verify_wheelhouse
-from ..state import record_stage, scratch, stage_image
+from ..state import engine_lock, record_stage, scratch, stage_image
 from ..ui import Reporter
 from .base import ensure_base
 from .cache import StageCache
 from .emulation import check_can_run
-from .evidence import complete
-from .gc import build_lock
 from .helpers_wheel import HELPERS_DIR
 from .normalize import normalize
 from .plan import Plan, PlannedStage
@@ -48,10 +45,9 @@ class StageResult:
 
 @dataclass
 class Built:
-    """An image built from a plan, tagged by nothing but its stages."""
+    """An image built from a plan, tagged by nothing but its stages: what the gate and the tags take."""
 
-    target: str
-    lock_digest: str
+    plan: Plan  # the plan as built: a derived target's completed with the flags its evidence gave
     base: str
     base_built: bool
     base_seconds: float
@@ -60,9 +56,30 @@ class Built:
     content_id: str = ""  # equal for images that differ only in provenance labels (see normalize)
     layers: list[str] = field(default_factory=list)  # diff IDs, base first
     size: int = 0
+    evidence_image: str | None = None  # a derived target's evidence stage's image, its final stage's parent
     evidence_seconds: float = 0.0  # a derived target's evidence step: under emulation, most of a build
     normalize_seconds: float = 0.0
     seconds: float = 0.0
+
+    @property
+    def target(self) -> str:
+        return self.plan.target.name
+
+    @property
+    def lock_digest(self) -> str:
+        return f"sha256:{self.plan.lock.digest}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``build --json`` prints of it."""
+        return {"target": self.target, "lock_digest": self.lock_digest, "platform": self.plan.platform, "base": self.base,
+                "base_built": self.base_built, "base_seconds": self.base_seconds, "stages": [asdict(s) for s in self.stages],
+                "image_id": self.image_id, "content_id": self.content_id, "layers": self.layers, "size": self.size,
+                "evidence_image": self.evidence_image, "evidence_seconds": self.evidence_seconds,
+                "normalize_seconds": self.normalize_seconds, "seconds": self.seconds}
+
+
+# A derived target's evidence step: (the plan awaiting evidence, its evidence stage's image) -> the plan completed.
+Derive = Callable[[Plan, str], Plan]
 
 
 def build_order(engine: Engine, target: Target, asked: tuple[str, ...] = ()) -> list[str]:
@@ -77,32 +94,36 @@ def build_order(engine: Engine, target: Target, asked: tuple[str, ...] = ()) -> 
 
 
 def build_image(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Reporter, *, fresh: bool = False,
-                verbose: bool = False, cache: StageCache | None = None) -> tuple[Plan, Built]:
+                verbose: bool = False, cache: StageCache | None = None, derive: Derive | None = None) -> Built:
     """base -> stages (-> evidence -> final) -> normalize. ``fresh``: ignore every existing base, stage and engine cache.
-    ``cache``: a registry to pull missing stages from, and to push the ones built here to.
+    ``cache``: a registry to pull missing stages from, and to push the ones built here to. ``derive``: a derived
+    target's evidence step (the check room's), which completes the plan from the evidence stage's image.
 
-    Returns the plan as built (a derived target's, completed with the flags its evidence gave) and the image.
+    Returns what was built, with the plan as built. The platform's emulation is the caller's to check (build_order).
     """
-    with build_lock(engine):  # 'sglbuild gc' waits for running builds: it never removes their work
-        return _build_image(engine, plan, wheelhouse, reporter, fresh=fresh, verbose=verbose, cache=cache)
+    with engine_lock(engine.where):  # 'sglbuild gc' waits for running builds: it never removes their work
+        return _build_image(engine, plan, wheelhouse, reporter, fresh=fresh, verbose=verbose, cache=cache, derive=derive)
 
 
 def _build_image(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Reporter, *, fresh: bool,
-                 verbose: bool, cache: StageCache | None) -> tuple[Plan, Built]:
+                 verbose: bool, cache: StageCache | None, derive: Derive | None) -> Built:
     started = time.monotonic()
-    check_can_run(plan.platform, engine.platform)  # an arm64 image on an x86-64 machine: emulation, or one line
-    verify_wheelhouse(plan.lock, wheelhouse, missing_ok=cache is not None)  # a changed wheel stops any build at once
+    if plan.awaiting_evidence and derive is None:
+        raise ValueError(f"{plan.target.name}'s flags are derived from its evidence: give build_image an evidence step")
+    wheels_checked = verify_wheelhouse(plan.lock, wheelhouse, missing_ok=cache is not None)  # a changed wheel stops any build at once
     t0 = time.monotonic()
     base_built = ensure_base(engine, plan.target, plan.lock, plan.base, fresh=fresh, cache=cache)
-    built = Built(plan.target.name, f"sha256:{plan.lock.digest}", plan.base, base_built, time.monotonic() - t0)
+    built = Built(plan, plan.base, base_built, time.monotonic() - t0)
     reporter.step("base", "built" if base_built else "reused", f"{built.base_seconds:5.1f} s  {plan.base}")
 
-    built.stages = build_stages(engine, plan, wheelhouse, reporter, fresh=fresh, verbose=verbose, cache=cache)
+    built.stages = build_stages(engine, plan, wheelhouse, reporter, fresh=fresh, verbose=verbose, cache=cache, wheels_checked=wheels_checked)
     if plan.awaiting_evidence:
         t0 = time.monotonic()
-        plan = complete(engine, plan, built.stages[-1].image_id, reporter, fresh=fresh)
+        built.evidence_image = built.stages[-1].image_id
+        plan = built.plan = derive(plan, built.evidence_image)  # type: ignore[misc]
         built.evidence_seconds = time.monotonic() - t0
-        built.stages += build_stages(engine, plan, wheelhouse, reporter, fresh=fresh, verbose=verbose, only=[plan.final], cache=cache)
+        built.stages += build_stages(engine, plan, wheelhouse, reporter, fresh=fresh, verbose=verbose, only=[plan.final], cache=cache,
+                                     wheels_checked=wheels_checked)
 
     t0 = time.monotonic()
     last = built.stages[-1].image_id
@@ -117,12 +138,14 @@ def _build_image(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Reporte
     reporter.step("normalize", "done" if plan.reproducible else "skipped",
                   f"{built.normalize_seconds:5.1f} s  {built.image_id[:19]} ({len(built.layers)} layers)")
     built.seconds = time.monotonic() - started
-    return plan, built
+    return built
 
 
 def build_stages(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Reporter, *, fresh: bool = False,
-                 verbose: bool = False, only: list[PlannedStage] | None = None, cache: StageCache | None = None) -> list[StageResult]:
-    """The plan's stages (or ONLY these), each reused by its tag, pulled from the CACHE, or built FROM its parent's."""
+                 verbose: bool = False, only: list[PlannedStage] | None = None, cache: StageCache | None = None,
+                 wheels_checked: bool = False) -> list[StageResult]:
+    """The plan's stages (or ONLY these), each reused by its tag, pulled from the CACHE, or built FROM its parent's.
+    ``wheels_checked``: the wheelhouse was verified whole for this build already."""
     stages = only or list(plan.stages)
     trusted = {} if fresh else {s.name: image for s in stages if (image := _trusted(engine, s, reporter)) is not None}
     todo = [s for s in stages if s.name not in trusted]
@@ -132,7 +155,7 @@ def build_stages(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Reporte
             image_id = cache.fetch(stage.name, stage.key, stage.tag)
             if image_id is None:
                 break
-            record_stage(stage.key, image_id, content_key(engine.images.get(image_id)))
+            record_stage(stage.key, image_id, engine.images.get(image_id).content_key)
             pulled[stage.name] = image_id
             todo.remove(stage)
     if not todo:
@@ -140,7 +163,8 @@ def build_stages(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Reporte
                    for s in stages]
         _offer(cache, stages, results)
         return results
-    verify_wheelhouse(plan.lock, wheelhouse)  # only now: a build served whole by the cache needs no wheels
+    if not wheels_checked:  # only now: a build served whole by the cache needs no wheels
+        verify_wheelhouse(plan.lock, wheelhouse)
     _check_disk(engine, plan, wheelhouse, todo)
     build = _buildkit_builder if plan.builder == "buildkit" else _classic_builder
     results = []
@@ -159,7 +183,7 @@ def build_stages(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Reporte
             image_id = build_one(stage)
             # Only a finished image gets the stage's tag; the image it replaces (--no-cache) is not left dangling.
             engine.images.tag(image_id, stage.tag, drop_replaced=True, previous=previous)
-            record_stage(stage.key, image_id, content_key(engine.images.get(image_id)))
+            record_stage(stage.key, image_id, engine.images.get(image_id).content_key)
             seconds = time.monotonic() - t0
             reporter.step(stage.name, "built", f"{seconds:5.1f} s  {stage.tag}")
             results.append(StageResult(stage.name, stage.tag, image_id, "built", seconds))
@@ -244,7 +268,7 @@ def _trusted(engine: Engine, stage: PlannedStage, reporter: Reporter) -> str | N
     if image is None:
         return None
     known = stage_image(stage.key)
-    content = content_key(image)
+    content = image.content_key
     if known is None or (image.id != known["id"] and content == known["content"]):
         record_stage(stage.key, image.id, content)
         return image.id

@@ -7,7 +7,7 @@ reproducibility check and the benchmarks all walk this one object.
 
 A stage's key is the sha256 of its Dockerfile text, which names its parent's tag and pins
 every wheel it installs by hash, and nothing else: no target name, revision or human tag.
-Those are labels, applied to the final image's config by :mod:`builder.normalize`, so
+Those are labels, applied to the final image's config by :mod:`builder.assemble.normalize`, so
 targets with the same stages share their images and a new commit rebuilds nothing.
 """
 
@@ -52,7 +52,7 @@ from ..contracts import (
     VENV,
 )
 from ..errors import InputError
-from ..inputs.flags import server_flags
+from ..inputs.serving import server_flags
 from ..inputs.lockfile import Deb, Lock, Wheel
 from ..inputs.profile import Target
 from ..inputs.sbom import sbom_json
@@ -119,14 +119,19 @@ class Plan:
         return [s for s in self.stages if s.spec.kind == STAGE_WHEELS][-1]
 
     def with_derived(self, flags: tuple[str, ...]) -> "Plan":
-        """This plan, completed with the server flags derived from the evidence."""
-        return make_plan(self.target, self.lock, self.revision, reproducible=self.reproducible, repo=self.repo, derived=flags,
-                         builder=self.builder)
+        """This plan, completed with the server flags derived from the evidence: its final stage added (the stages below it
+        and their keys do not depend on the flags)."""
+        final_files = _final_files(self.lock, self.sbom, flags)
+        values = {**self.values, "final_files": final_files, "entrypoint": ENTRYPOINT_IN_IMAGE if flags else ""}
+        spec = replace(stage_specs(self.target, self.lock)[-1], parent=self.stages[-1].tag)
+        final = _planned(values, spec, self.repo)
+        return replace(self, stages=(*self.stages, final), labels=labels(self.target, self.lock, self.revision, flags),
+                       serve_flags=flags, served=(*final_files, self.served[-1]), values=values, awaiting_evidence=False)
 
     @property
     def final(self) -> PlannedStage:
         if self.awaiting_evidence:
-            raise ValueError("a derived target's final stage waits for the evidence (builder.evidence.complete)")
+            raise ValueError("a derived target's final stage waits for the evidence (builder.check.evidence.complete)")
         return self.stages[-1]
 
     @property
@@ -165,6 +170,8 @@ class Plan:
 
         return {
             "target": self.target.name,
+            "platform": self.platform,
+            "archs": list(self.archs),
             "lock": f"sha256:{self.lock.digest}",
             "builder": self.builder,
             "base": {"ref": self.base, "next_build": state(self.base)},
@@ -243,10 +250,7 @@ def make_plan(target: Target, lock: Lock, revision: str, *, reproducible: bool =
     flags = (derived or ()) if target.serve and target.serve.derived else target_flags(target, lock)
     sbom = sbom_json(target, lock)
     helpers, helpers_data = helpers_wheel()
-    final_files = [ServedFile(SERVED_LOCK, lock.text().encode(), LOCK_IN_IMAGE),
-                   ServedFile(SERVED_SBOM, sbom.encode(), SBOM_IN_IMAGE)]
-    if flags:
-        final_files.append(ServedFile(SERVED_ENTRYPOINT, render_entrypoint(flags).encode(), ENTRYPOINT_IN_IMAGE, "0755"))
+    final_files = _final_files(lock, sbom, flags)
     uv = next((w for w in lock.stage_wheels(TOOLS) if w.name == "uv"), None)
     values = {
         "sglbuild_version": __version__, "target_name": target.name, "reproducible": reproducible,
@@ -261,14 +265,26 @@ def make_plan(target: Target, lock: Lock, revision: str, *, reproducible: bool =
     stages: list[PlannedStage] = []
     parent = base
     for spec in stage_specs(target, lock)[:-1] if awaiting else stage_specs(target, lock):
-        spec = replace(spec, parent=parent)
-        text = render_dockerfile(values, [spec], header=False)
-        key = hashlib.sha256(text.encode()).hexdigest()
-        stages.append(PlannedStage(spec, text, key, f"{repo or STAGE_REPO}:{spec.name}-{key[:16]}"))
+        stages.append(_planned(values, replace(spec, parent=parent), repo))
         parent = stages[-1].tag
     return Plan(target=target, lock=lock, base=base, stages=tuple(stages), labels=labels(target, lock, revision, flags),
                 serve_flags=flags, sbom=sbom, served=(*final_files, ServedFile(helpers.filename, helpers_data)),
                 values=values, revision=revision, builder=builder, reproducible=reproducible, repo=repo, awaiting_evidence=awaiting)
+
+
+def _final_files(lock: Lock, sbom: str, flags: tuple[str, ...]) -> list[ServedFile]:
+    """What the final stage writes into the image: the lock, the SBOM, and the entrypoint that carries FLAGS."""
+    files = [ServedFile(SERVED_LOCK, lock.text().encode(), LOCK_IN_IMAGE), ServedFile(SERVED_SBOM, sbom.encode(), SBOM_IN_IMAGE)]
+    if flags:
+        files.append(ServedFile(SERVED_ENTRYPOINT, render_entrypoint(flags).encode(), ENTRYPOINT_IN_IMAGE, "0755"))
+    return files
+
+
+def _planned(values: dict, spec: StageSpec, repo: str | None) -> PlannedStage:
+    """SPEC's Dockerfile text, rendered with VALUES, its key (the text's sha256) and its tag."""
+    text = render_dockerfile(values, [spec], header=False)
+    key = hashlib.sha256(text.encode()).hexdigest()
+    return PlannedStage(spec, text, key, f"{repo or STAGE_REPO}:{spec.name}-{key[:16]}")
 
 
 def plans_text(plans: list[Plan], present: dict[str, bool] | None) -> str:

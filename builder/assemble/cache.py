@@ -1,6 +1,6 @@
 """A registry as the stage cache shared by machines: ``sglbuild build --cache REPO``.
 
-Stage images are content-keyed (:mod:`builder.plan`), but an engine only knows its own: a bare CI
+Stage images are content-keyed (:mod:`builder.assemble.plan`), but an engine only knows its own: a bare CI
 runner would build everything. With a cache, a stage the engine lacks is looked up as
 ``REPO:<stage>-<key>``: if the registry has it, it is pulled by digest and used only if its
 ``io.sglbuild.stage-key`` label names that key (a base: only if its Debian packages are the

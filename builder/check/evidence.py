@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..contracts import PROBE_VERSION
-from ..check.features import derive, features, on_every, sglang_default
-from ..check.gpucode import ImageGpuCode
-from ..check.static import kept_reply, static_reply
-from ..inputs.flags import server_flags
+from .features import derive, features, on_every, sglang_default
+from .gpucode import ImageGpuCode
+from .reply import kept_reply, static_reply
+from ..inputs.serving import server_flags
 from ..state import remember, remembered
 from ..ui import Reporter
-from .plan import Plan
+from ..assemble.plan import Plan
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -66,10 +66,6 @@ def complete(engine: Engine, plan: Plan, evidence_image: str, reporter: Reporter
     return plan.with_derived(flags)
 
 
-def _environment(config: dict[str, Any]) -> dict[str, str]:
-    return dict(item.split("=", 1) for item in config.get("Env") or [] if "=" in item)
-
-
 def evidence_jit(engine: Engine, plan: Plan, final_image: str, evidence_image: str) -> dict[str, Any] | None:
     """The JIT probe's answer the evidence step got from EVIDENCE_IMAGE, valid for FINAL_IMAGE built on it; None unless
     every condition holds (the final image's own probe then compiles):
@@ -86,7 +82,7 @@ def evidence_jit(engine: Engine, plan: Plan, final_image: str, evidence_image: s
     if final.layers[:-1] != evidence.layers or len(final.layers) != len(evidence.layers) + 1:
         return None
     environment = dict(plan.target.env)
-    if _environment(final.config) != {**_environment(evidence.config), **environment}:
+    if final.config.environment != {**evidence.config.environment, **environment}:
         return None
     kept = kept_reply(evidence, list(plan.archs), None, environment)
     if kept is None or kept.jit is None or not all(arch in kept.jit for arch in plan.archs):
