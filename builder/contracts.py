@@ -163,6 +163,56 @@ class Runtime:
     ldd: Optional[str]
 
 
+def _known(cls: Any, d: Dict[str, Any]) -> Dict[str, Any]:
+    """D's entries that are CLS's fields (an answer of a later probe may say more)."""
+    return {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+
+
+@dataclass
+class TritonJit:
+    """Triton's compile of a small bf16 tile for a target, with the image's Triton (and its run on a GPU, when asked)."""
+
+    ok: Optional[bool]
+    triton: str = ""
+    kernel: str = ""
+    cubin: List[str] = field(default_factory=list)
+    ptx_target: str = ""
+    error: Optional[str] = None
+    run: Optional[Dict[str, Any]] = None  # jit --run on a GPU: the kernel against torch
+
+
+@dataclass
+class FlashinferJit:
+    """FlashInfer's JIT compile of its decode module for the targets (one build for all), read back per target."""
+
+    ok: Optional[bool]
+    installed: bool = False
+    toolchain: Optional[Dict[str, Any]] = None  # nvcc, CUDA headers, ninja, the C++ compiler: where each was found
+    module: str = ""
+    compile_s: float = 0.0
+    sass: List[str] = field(default_factory=list)
+    arch_list: str = ""
+    error: Optional[str] = None
+
+
+@dataclass
+class JitAnswer:
+    """The JIT probe's answer for one target architecture."""
+
+    target: str
+    triton: TritonJit
+    flashinfer: FlashinferJit
+    compiled_in: Optional[str] = None  # the image it compiled in, when not the one judged (a derived build's evidence stage)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "JitAnswer":
+        return cls(d.get("target", ""), TritonJit(**_known(TritonJit, d.get("triton") or {"ok": None})),
+                   FlashinferJit(**_known(FlashinferJit, d.get("flashinfer") or {"ok": None})), d.get("compiled_in"))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass
 class StaticReply:
     """Everything verify's static checks read, from one run of the probe inside the image."""
@@ -176,7 +226,7 @@ class StaticReply:
     imports: Dict[str, Outcome]  # module -> {version, ...}
     flags: Optional[Outcome]  # the server flags parsed by the image's own SGLang (None: no flags given)
     server_options: Optional[Dict[str, Any]]  # what that parser offers: attention/sampling backend choices, switches
-    jit: Optional[Dict[str, Any]]  # per target architecture: the JIT probe's answer (builder.probe.jit); None when not asked
+    jit: Optional[Dict[str, JitAnswer]]  # per target architecture: the JIT probe's answer (builder.probe.jit); None when not asked
     libraries: List[GpuCode]  # every file under site-packages with GPU code
     ldd_missing: Optional[Dict[str, List[str]]]  # library -> sonames ldd cannot find (None: no ldd)
     runtime: Runtime
@@ -203,7 +253,7 @@ class StaticReply:
             imports={k: Outcome.from_dict(v) for k, v in d["imports"].items()},
             flags=Outcome.from_dict(d["flags"]),
             server_options=d["server_options"],
-            jit=d["jit"],
+            jit={arch: JitAnswer.from_dict(a) for arch, a in d["jit"].items()} if d["jit"] is not None else None,
             libraries=[GpuCode.from_dict(x) for x in d["libraries"]],
             ldd_missing=d["ldd_missing"],
             runtime=Runtime(**d["runtime"]),

@@ -16,7 +16,7 @@ import pytest
 from builder.check.evidence import evidence_jit
 from builder.assemble.plan import make_plan
 from builder.check.command import launch_server, server_command
-from builder.contracts import PROBE_VERSION, GpuCode, Outcome, Runtime, StaticReply
+from builder.contracts import PROBE_VERSION, FlashinferJit, GpuCode, JitAnswer, Outcome, Runtime, StaticReply
 from builder.check.command import ServerCommand
 from builder.check.features import derive, features, sglang_default
 from builder.check.report import Report
@@ -62,7 +62,8 @@ def reply(triton_ok: bool = True, flashinfer_cubin_arch: str = "sm_100a", torch_
                        {}, None, {"attention_backend": ["torch_native", "triton", "flashinfer", "fa3", "aiter"],
                                   "sampling_backend": ["flashinfer", "pytorch"],
                                   "switches": ["--disable-cuda-graph", "--disable-radix-cache", "--disable-custom-all-reduce"]},
-                       {"sm_120": {"triton": triton, "flashinfer": {"ok": False, "error": "no JIT toolchain: nvcc missing"}}},
+                       {"sm_120": JitAnswer.from_dict({"target": "sm_120", "triton": triton,
+                                                       "flashinfer": {"ok": False, "error": "no JIT toolchain: nvcc missing"}})},
                        libs, {}, Runtime("/usr/bin/cc", True, True, "/usr/bin/ldd"), None)
 
 
@@ -109,7 +110,7 @@ def blackwell_reply(jit_ok: bool = True, cubins: tuple[str, ...] = (), defaults:
     r.server_options = {**r.server_options, "attention_backend": SGLANG_0523_BACKENDS}
     fi = {"ok": True, "module": "batch decode (bf16, paged KV, head dim 128)", "sass": ["sm_100a", "sm_120f"]} if jit_ok \
         else {"ok": False, "error": "no JIT toolchain: cxx missing"}
-    r.jit = {a: {"triton": r.jit["sm_120"]["triton"], "flashinfer": fi} for a in ("sm_90", "sm_100", "sm_120", "sm_121")}
+    r.jit = {a: JitAnswer(a, r.jit["sm_120"].triton, FlashinferJit(**fi)) for a in ("sm_90", "sm_100", "sm_120", "sm_121")}
     r.defaults = defaults
     return r
 
@@ -141,7 +142,7 @@ def test_trtllm_mha_follows_the_code_xqa_jit_on_sm90_and_sm12x_trtllm_gen_cubins
     assert "one GPU per machine" in rows["sm_121"]["custom all-reduce"].evidence and rows["sm_121"]["custom all-reduce"].available is False
     # A JIT answer made in the build's evidence stage is said so, in the rows that rest on it.
     reused = blackwell_reply()
-    reused.jit = {a: {**j, "compiled_in": "sha256:" + "ab" * 32} for a, j in reused.jit.items()}
+    reused.jit = {a: replace(j, compiled_in="sha256:" + "ab" * 32) for a, j in reused.jit.items()}
     assert table(reused, "sm_120")["attention flashinfer"].evidence.endswith("[compiled in the build's evidence stage sha256:abababababab, the same files]")
     assert "compiled in" not in rows["sm_120"]["attention flashinfer"].evidence
 
@@ -342,7 +343,7 @@ def test_a_derived_target_is_built_with_what_its_own_evidence_proves(tmp_path_fa
         target = profile.target(None)
         plan = make_plan(target, read_lock(profile, target), "test", derived=tuple(flags), builder=engine.builder)
         final, below = f"{TEST_IMAGE}:derivedtest", {s.name: s.tag for s in plan.stages}
-        assert evidence_jit(engine, plan, final, below["server"])["sm_120"]["compiled_in"] == engine.images.get(below["server"]).id
+        assert evidence_jit(engine, plan, final, below["server"])["sm_120"].compiled_in == engine.images.get(below["server"]).id
         assert evidence_jit(engine, plan, final, below["app"]) is None
         assert evidence_jit(engine, replace(plan, target=replace(target, env=(("TRITON_PTXAS_PATH", "/x"),))), final, below["server"]) is None
         after = json.loads(run_cli("plan", "--json", cwd=project).stdout)[0]

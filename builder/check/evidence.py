@@ -15,10 +15,11 @@ the gate then reuses that compile (:func:`evidence_jit`) instead of making it ag
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from .. import __version__
-from ..contracts import PROBE_VERSION
+from ..contracts import PROBE_VERSION, JitAnswer
 from .features import derive, features, on_every, sglang_default
 from .gpucode import ImageGpuCode
 from .reply import kept_reply, static_reply
@@ -66,7 +67,7 @@ def complete(engine: Engine, plan: Plan, evidence_image: str, reporter: Reporter
     return plan.with_derived(flags)
 
 
-def evidence_jit(engine: Engine, plan: Plan, final_image: str, evidence_image: str) -> dict[str, Any] | None:
+def evidence_jit(engine: Engine, plan: Plan, final_image: str, evidence_image: str) -> dict[str, JitAnswer] | None:
     """The JIT probe's answer the evidence step got from EVIDENCE_IMAGE, valid for FINAL_IMAGE built on it; None unless
     every condition holds (the final image's own probe then compiles):
 
@@ -87,4 +88,4 @@ def evidence_jit(engine: Engine, plan: Plan, final_image: str, evidence_image: s
     kept = kept_reply(evidence, list(plan.archs), None, environment)
     if kept is None or kept.jit is None or not all(arch in kept.jit for arch in plan.archs):
         return None
-    return {arch: {**kept.jit[arch], "compiled_in": evidence.id} for arch in plan.archs}
+    return {arch: replace(kept.jit[arch], compiled_in=evidence.id) for arch in plan.archs}

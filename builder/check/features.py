@@ -10,13 +10,13 @@ which has proven code for the target; the field report's five flags stay as ``CO
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from ..contracts import StaticReply
+from ..contracts import JitAnswer, StaticReply
 from ..inputs.profile import COMPAT, Serve
 from ..probe.fatbin import verdict
 from .gpucode import ImageGpuCode
+from .report import Feature
 
 # Attention backends, fastest first, that derive may choose on NVIDIA GPUs when SGLang's own pick for the GPU is not
 # proven. FlashAttention 3 first: it carries SASS for Hopper only, where SGLang itself picks it by default.
@@ -44,15 +44,6 @@ def _major(arch: str) -> int:
     return int("".join(c for c in arch if c.isdigit())) // 10
 
 
-@dataclass(frozen=True)
-class Feature:
-    name: str  # "attention triton", "sampling flashinfer", "cuda graphs", ...
-    available: bool | None  # None: no evidence either way
-    evidence: str
-
-    @property
-    def state(self) -> str:
-        return {True: "yes", False: "no", None: "?"}[self.available]
 
 
 def _library_evidence(code: ImageGpuCode, globs: list[str], arch: str) -> tuple[bool | None, str]:
@@ -67,14 +58,15 @@ def _library_evidence(code: ImageGpuCode, globs: list[str], arch: str) -> tuple[
     return True, f"{rel}: {arch} SASS" + (f" (and {len(hits) - 1} more)" if len(hits) > 1 else "")
 
 
-def _jit(reply: StaticReply, arch: str) -> dict:
-    """The JIT probe's answer for ARCH ({} when it did not run)."""
-    return (reply.jit or {}).get(arch) or {}
+def _jit(reply: StaticReply, arch: str) -> JitAnswer | None:
+    """The JIT probe's answer for ARCH (None when it did not run)."""
+    return (reply.jit or {}).get(arch)
 
 
 def _where(reply: StaticReply, arch: str) -> str:
-    """Where the JIT probe compiled, when not in this image: the build's evidence stage, same files (build.evidence)."""
-    image = _jit(reply, arch).get("compiled_in")
+    """Where the JIT probe compiled, when not in this image: the build's evidence stage, same files (check.evidence)."""
+    answer = _jit(reply, arch)
+    image = answer.compiled_in if answer else None
     return f" [compiled in the build's evidence stage {image[:19]}, the same files]" if image else ""
 
 
@@ -85,10 +77,11 @@ def _flashinfer(reply: StaticReply, code: ImageGpuCode, arch: str) -> tuple[bool
     ready = [rel for rel, c in cubins.items() if verdict(c, arch) == "native"]
     archs = sorted({a for c in cubins.values() for a in c.sass})
     held = f"{len(cubins)} precompiled cubins ({', '.join(archs) or 'none'})" if cubins else "no precompiled cubins"
-    jit = _jit(reply, arch).get("flashinfer") or {}
-    if jit.get("ok"):
-        return True, f"{held}; its JIT compiles for {arch} ({jit.get('module')} module: {' '.join(jit.get('sass', []))}){_where(reply, arch)}"
-    why = f"{jit.get('error') or 'the JIT probe did not run'}{_where(reply, arch)}"
+    answer = _jit(reply, arch)
+    jit = answer.flashinfer if answer else None
+    if jit is not None and jit.ok:
+        return True, f"{held}; its JIT compiles for {arch} ({jit.module} module: {' '.join(jit.sass)}){_where(reply, arch)}"
+    why = f"{(jit.error if jit else None) or 'the JIT probe did not run'}{_where(reply, arch)}"
     if ready:
         return True, f"{len(ready)} of {held} are for {arch}; JIT: {why}"
     return False, f"{held}, none for {arch}; {why}"
@@ -146,13 +139,14 @@ def _cute_dsl(reply: StaticReply, arch: str, dist: str, what: str, majors: tuple
 
 
 def _triton(reply: StaticReply, arch: str) -> tuple[bool | None, str]:
-    answer = _jit(reply, arch).get("triton")
-    if answer is None:
+    jit = _jit(reply, arch)
+    if jit is None:
         return None, "the JIT probe did not run"
-    if answer.get("ok"):
-        return True, (f"Triton {answer.get('triton')} compiles a {answer.get('kernel')} for the target: "
-                      f"{' '.join(answer.get('cubin', []))} cubin (PTX .target {answer.get('ptx_target')}){_where(reply, arch)}")
-    return False, f"Triton {answer.get('triton', '')}: {answer.get('error')}{_where(reply, arch)}".replace("Triton : ", "")
+    answer = jit.triton
+    if answer.ok:
+        return True, (f"Triton {answer.triton} compiles a {answer.kernel} for the target: "
+                      f"{' '.join(answer.cubin)} cubin (PTX .target {answer.ptx_target}){_where(reply, arch)}")
+    return False, f"Triton {answer.triton}: {answer.error}{_where(reply, arch)}".replace("Triton : ", "")
 
 
 def attention_evidence(reply: StaticReply, code: ImageGpuCode, arch: str, backend: str,

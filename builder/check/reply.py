@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..contracts import PROBE_VERSION, StaticReply
+from ..contracts import PROBE_VERSION, JitAnswer, StaticReply
 from ..state import remember, remembered
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def kept_reply(image: ImageRecord, archs: list[str], flags: list[str] | None, en
 
 
 def static_reply(engine: Engine, image: ImageRecord, archs: list[str], flags: list[str] | None, *, fresh: bool = False,
-                 environment: dict[str, str] | None = None, jit: dict[str, Any] | None = None) -> StaticReply:
+                 environment: dict[str, str] | None = None, jit: dict[str, JitAnswer] | None = None) -> StaticReply:
     """The probe's answer for IMAGE, with its JIT probe for ARCHS and FLAGS (None: none given) parsed by its SGLang.
 
     ENVIRONMENT: variables set over the image's own (a derived target's evidence stage runs with its final stage's).
@@ -55,7 +55,7 @@ def static_reply(engine: Engine, image: ImageRecord, archs: list[str], flags: li
             + (["--no-jit"] if known else []))
     answer = engine.containers.probe(image.id, args, environment=environment)
     if known:
-        answer["jit"] = {arch: jit[arch] for arch in archs}
+        answer["jit"] = {arch: jit[arch].to_dict() for arch in archs}
     reply = StaticReply.from_dict(answer)  # refuses a reply of another shape before it is kept
     remember("probe", key, answer)
     return reply

@@ -26,6 +26,20 @@ class Check:
 
 
 
+@dataclass(frozen=True)
+class Feature:
+    name: str  # "attention triton", "sampling flashinfer", "cuda graphs", ...
+    available: bool | None  # None: no evidence either way
+    evidence: str
+
+    @property
+    def state(self) -> str:
+        return {True: "yes", False: "no", None: "?"}[self.available]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "state": self.state, "available": self.available, "evidence": self.evidence}
+
+
 @dataclass
 class Report:
     kind: str  # "verify" | "doctor"
@@ -35,7 +49,7 @@ class Report:
     arch_source: str = ""  # where they came from: --arch, the image's label, this host's GPU
     checks: list[Check] = field(default_factory=list)
     facts: dict[str, str] = field(default_factory=dict)  # installed versions, reported as they are
-    features: dict[str, list[dict]] = field(default_factory=dict)  # per architecture: the feature table (builder.check.features)
+    features: dict[str, list[Feature]] = field(default_factory=dict)  # per architecture: the feature table (builder.check.features)
     derived: dict[str, list[str]] = field(default_factory=dict)  # per architecture: the flags the evidence supports
     defaults: dict[str, dict] = field(default_factory=dict)  # per architecture: what the image's SGLang picks by itself
     attestations: list[dict] = field(default_factory=list)  # what the registry holds about the image, checked
@@ -64,7 +78,8 @@ class Report:
         return {s: sum(c.status == s for c in self.checks) for s in STATUSES}
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "target_arch": self.target_arch, "passed": self.passed}
+        return {**asdict(self), "features": {arch: [f.to_dict() for f in rows] for arch, rows in self.features.items()},
+                "target_arch": self.target_arch, "passed": self.passed}
 
     # -- text ----------------------------------------------------------------------------------------
 
@@ -90,7 +105,7 @@ class Report:
             rows = self.features.get(arch) or []
             if rows:
                 lines.append(f"  features on {arch}:")
-                lines += [f"    {f['name']:<28} {f['state']:<4} {f['evidence']}" for f in rows]
+                lines += [f"    {f.name:<28} {f.state:<4} {f.evidence}" for f in rows]
             if arch in self.defaults:
                 d = self.defaults[arch]
                 lines.append(f"  SGLang's own choice on {arch}: {d.get('summary', '')}")
@@ -120,7 +135,7 @@ class Report:
         props = ET.SubElement(suite, "properties")
         properties = [("archs", f"{' '.join(self.archs)} ({self.arch_source})"), *self.facts.items()]
         for arch in self.archs:
-            properties += [(f"feature {f['name']} ({arch})", f"{f['state']}: {f['evidence']}") for f in self.features.get(arch) or []]
+            properties += [(f"feature {f.name} ({arch})", f"{f.state}: {f.evidence}") for f in self.features.get(arch) or []]
             properties.append((f"derived ({arch})", " ".join(self.derived.get(arch) or [])))
         for name, value in properties:
             ET.SubElement(props, "property", name=name, value=value)
@@ -139,8 +154,8 @@ class Report:
         out = []
         for arch in self.archs:
             lines = [f"| on {arch} | available | evidence |", "|---|---|---|"]
-            lines += [f"| {f['name']} | {f['state']} | {f['evidence'].replace('|', '/')} |"
-                      for f in self.features.get(arch) or [] if f["available"] is not None]
+            lines += [f"| {f.name} | {f.state} | {f.evidence.replace('|', '/')} |"
+                      for f in self.features.get(arch) or [] if f.available is not None]
             lines.append("")
             if arch in self.defaults:
                 lines.append(f"SGLang's own choice on {arch}: {self.defaults[arch].get('summary', '')}")

@@ -14,9 +14,10 @@ import hashlib
 import json
 import time
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..contracts import (
+    JitAnswer,
     DEFAULT_PLATFORM,
     LABEL_GPU_ARCH,
     LABEL_LOCK_DIGEST,
@@ -94,7 +95,7 @@ def versions(data: StaticReply) -> dict[str, str]:
 
 def verify(engine: Engine, image_ref: str, *, archs: list[str] | None = None, gpu: str = "auto", model: str | None = None,
            repo_lock: Lock | None = None, lock: LockFile | Lock | None = None, run_args: list[str] | None = None,
-           record: bool = True, fresh: bool = False, jit: dict[str, Any] | None = None) -> Report:
+           record: bool = True, fresh: bool = False, jit: dict[str, JitAnswer] | None = None) -> Report:
     """Check IMAGE_REF for the architectures of --arch, its label or this host's GPU.
 
     LOCK (``--lock FILE``) is compared with the installed pins when given, else the image's own
@@ -112,7 +113,7 @@ def verify(engine: Engine, image_ref: str, *, archs: list[str] | None = None, gp
     report = Report("verify", image_ref, image.id, archs, source, facts=versions(data))
     tables = {arch: features(data, code, arch) for arch in archs}
     for arch, rows in tables.items():
-        report.features[arch] = [{"name": f.name, "state": f.state, "available": f.available, "evidence": f.evidence} for f in rows]
+        report.features[arch] = rows
         picked = (data.defaults or {}).get(arch)
         if picked:
             report.defaults[arch] = {**picked, "summary": default_summary(picked, rows)}
