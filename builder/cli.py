@@ -457,26 +457,34 @@ def doctor(ctx: Context, image_or_target: str | None, preset: str | None, json_m
                        report.failed[0].hint or "see the lines above")
 
 
-@cli.command()
+@cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("image_or_target", required=False)
+@click.argument("sglang_flags", nargs=-1, type=click.UNPROCESSED)
 @click.option("--model", default=None, help="Hugging Face ID or local directory [default: the preset's model].")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None, help="The field report's settings for a model.")
 @click.option("--port", type=int, default=None, help="Host port [default: the preset's, else 30000].")
 @click.option("--public", is_flag=True, help="Publish on every interface of this host, with an API key (default: 127.0.0.1 only).")
 @click.option("--api-key", default=None, envvar="SGLBUILD_API_KEY", help="The key a public server requires [default: generated, printed once].")
+@click.option("--force", is_flag=True, help="Start even when the flags select what the image's evidence says cannot run on this GPU.")
+@click.option("--no-cache-volume", is_flag=True, help="Keep no compile caches across restarts (every start compiles again).")
 @click.option("--dry-run", is_flag=True, help="Check the flags with the image's SGLang and print the docker run command.")
 @pass_ctx
 @handled
-def serve(ctx: Context, image_or_target: str | None, model: str | None, preset: str | None, port: int | None,
-          public: bool, api_key: str | None, dry_run: bool) -> None:
-    """Serve a model from an image (or a target's image) with flags its SGLang accepts."""
+def serve(ctx: Context, image_or_target: str | None, sglang_flags: tuple[str, ...], model: str | None, preset: str | None,
+          port: int | None, public: bool, api_key: str | None, force: bool, no_cache_volume: bool, dry_run: bool) -> None:
+    """Serve a model from an image (or a target's image) with flags its SGLang accepts. SGLANG_FLAGS, after --, go to the
+    server after the image's own and the preset's (sglbuild serve IMAGE --preset tinyllama -- --context-length 4096)."""
     from .check.host import host_platform
     from .pipeline import image_of
     from .ship.serve import serve as run_server
 
+    flags = sglang_flags[1:] if sglang_flags[:1] == ("--",) else sglang_flags
+    if image_or_target is not None and image_or_target.startswith("-"):  # flags given before any image: the target's
+        flags, image_or_target = (image_or_target, *flags), None
     image = image_of(ctx.profile_or_none, image_or_target, host_platform())
     click.echo(run_server(ctx.engine, image, model=model, preset=preset, port=port, public=public, api_key=api_key,
-                          dry_run=dry_run, say=lambda line: click.echo(line, err=True)), nl=False)
+                          dry_run=dry_run, say=lambda line: click.echo(line, err=True), flags=tuple(flags), force=force,
+                          caches=not no_cache_volume), nl=False)
 
 
 def main() -> None:

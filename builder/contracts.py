@@ -25,6 +25,7 @@ LABEL_REQUIRE_NATIVE = "io.sglbuild.require-native"
 LABEL_UNLOADABLE = "io.sglbuild.unloadable"  # JSON: library glob -> why the target ships it unloadable (only when declared)
 LABEL_STAGE_KEY = "io.sglbuild.stage-key"  # on stage images: the key their tag names
 LABEL_LAYER_STAGES = "io.sglbuild.layer-stages"  # JSON: the stage each layer came from (images BuildKit re-issued)
+LABEL_CACHE_CONTENT = "io.sglbuild.cache-content"  # on a compile-cache volume: the content key of the image it serves
 OCI_TITLE = "org.opencontainers.image.title"
 OCI_DESCRIPTION = "org.opencontainers.image.description"
 OCI_VERSION = "org.opencontainers.image.version"
@@ -45,6 +46,23 @@ PROBE_MOUNT = "/opt/sglbuild-probe"  # where the host's builder package is mount
 # The probe's children share one byte-code cache, in the container's own scratch space (never the image's tree, and
 # gone with the container): torch's modules are compiled once, not once per child (minutes under emulation).
 PROBE_PYCACHE = "/tmp/sglbuild-pycache"
+
+# -- a served model's compile caches, kept across restarts in one named volume per image content -----
+CACHE_VOLUME_PREFIX = "sglbuild-cache-"
+IN_CONTAINER_CACHE = "/root/.cache"  # the volume's mount: SGLang, DeepGEMM, outlines and FlashInfer write under ~/.cache
+# What compiles at first use and where each tool reads where to keep it; pointed into the volume by serve (found by
+# running the image's server imports and flag parsing in a container and reading `docker diff`). Those whose default
+# is under /tmp or ~/.triton would otherwise be lost with the container; FlashInfer's is named so it stays in the
+# volume whatever HOME the image sets. What else writes under ~/.cache on its own (outlines, SGLang's GPU peer-access
+# cache) lands in the volume without a variable.
+CACHE_VARIABLES = {
+    "FLASHINFER_WORKSPACE_BASE": "/root",  # FlashInfer's JIT modules: $BASE/.cache/flashinfer/<version>/<archs>/cached_ops
+    "TRITON_CACHE_DIR": IN_CONTAINER_CACHE + "/triton",  # Triton's kernels (default ~/.triton/cache)
+    "TORCHINDUCTOR_CACHE_DIR": IN_CONTAINER_CACHE + "/torchinductor",  # torch.compile's (default /tmp/torchinductor_USER)
+    "SGLANG_DG_CACHE_DIR": IN_CONTAINER_CACHE + "/deep_gemm",  # DeepGEMM's JIT kernels, as SGLang sets them
+    "CUDA_CACHE_PATH": IN_CONTAINER_CACHE + "/nv-compute",  # the driver's PTX JIT cache (default ~/.nv/ComputeCache)
+    "CUTE_DSL_CACHE_DIR": IN_CONTAINER_CACHE + "/cute-dsl",  # CUTLASS's Python DSL kernels (default /tmp/$USER/cutlass_python_cache)
+}
 
 # -- files the build fetches from the wheel server, beside the wheels ----------------------------
 SERVED_LOCK = "sglbuild/lock.json"

@@ -44,6 +44,9 @@ class ServerArgs:
         p.add_argument('--mem-fraction-static', type=float); p.add_argument('--max-total-tokens', type=int)
         p.add_argument('--log-level'); p.add_argument('--api-key')
         p.add_argument('--tp-size', '--tensor-parallel-size', dest='tp_size', type=int, default=1)
+        p.add_argument('--context-length', type=int); p.add_argument('--served-model-name')
+        p.add_argument('--quantization', choices=['fp8', 'awq', 'gptq']); p.add_argument('--chat-template')
+        p.add_argument('--enable-metrics', action='store_true')
         for f in ('--disable-cuda-graph', '--disable-radix-cache', '--disable-custom-all-reduce', '--trust-remote-code'):
             p.add_argument(f, action='store_true')
 """,

@@ -47,3 +47,27 @@ def test_gc_waits_for_no_one_and_refuses_while_a_build_runs(engine, tmp_path):
     with engine_lock(engine.where):  # as a running build holds it
         r = run_cli("gc", cwd=tmp_path)
     assert r.returncode == 3 and "a build is running" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def test_gc_removes_the_compile_caches_of_images_no_longer_here(engine, docker_client, tmp_path):
+    from builder.ship.serve import compile_caches
+
+    live = _image(docker_client, False, "sglbuild-test/gc-served:live")
+    gone = _image(docker_client, False, "sglbuild-test/gc-served:gone")
+    mounted = _image(docker_client, False, "sglbuild-test/gc-served:mounted")
+    volumes = {tag: compile_caches(engine, f"sglbuild-test/gc-served:{tag}")[0].name for tag in ("live", "gone", "mounted")}
+    # Its image gone too, but a container (of another image) still mounts it: kept.
+    holder = docker_client.containers.create(live, ["x"], volumes={volumes["mounted"]: {"bind": "/c", "mode": "rw"}})
+    try:
+        for tag in ("gone", "mounted"):
+            engine.images.remove(f"sglbuild-test/gc-served:{tag}", force=True)
+        r = run_cli("gc", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert f"volume     {volumes['gone']}" in r.stdout and engine.volumes.find(volumes["gone"]) is None  # orphaned
+        assert engine.volumes.find(volumes["live"]) is not None  # its image is still here
+        assert engine.volumes.find(volumes["mounted"]) is not None and f"kept in use: {volumes['mounted']}" in r.stdout
+    finally:
+        holder.remove(force=True)
+        engine.images.remove(live, force=True)
+        for name in volumes.values():
+            engine.volumes.remove(name)

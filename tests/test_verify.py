@@ -151,7 +151,8 @@ def test_serve_dry_run_prints_every_flag_the_server_gets(good):
     assert r.returncode == 0, r.stderr
     cmd = r.stdout.strip()
     assert cmd.startswith("docker run --runtime nvidia --gpus all -p 127.0.0.1:30001:8000 -v ")  # loopback only
-    assert "/.cache/huggingface:/root/.cache/huggingface -e PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True --shm-size 8g" in cmd
+    assert "/.cache/huggingface:/root/.cache/huggingface -e PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True -e FLASHINFER" in cmd
+    assert "-e CUTE_DSL_CACHE_DIR=/root/.cache/cute-dsl --shm-size 8g" in cmd
     # The image's default flags are spelled out, not hidden in its entrypoint.
     assert cmd.endswith(f"--name sglang-tinyllama-1-1b-chat-v1-0 --entrypoint python {img} -m sglang.launch_server "
                         f"{' '.join(COMPAT_FLAGS)} --model-path TinyLlama/TinyLlama-1.1B-Chat-v1.0 "
@@ -178,7 +179,96 @@ def test_serve_dry_run_prints_every_flag_the_server_gets(good):
     bad = json.dumps(["--disable-flashinfer"])
     img = derive(client, "serve-bad", f"FROM {GOOD}\nLABEL io.sglbuild.serve-flags='{bad}'\n")
     r = run_cli("serve", img, "--preset", "tinyllama", "--dry-run", cwd=project)
-    assert r.returncode == 1 and "rejects the server flags" in r.stderr and "--disable-flashinfer" in r.stderr
+    assert r.returncode == 1 and "rejects the server flags the image itself gives" in r.stderr and "--disable-flashinfer" in r.stderr
+
+
+# -- serve with the user's own SGLang flags, checked before any container starts; its compile caches -----
+
+EXTRA = ["--context-length", "4096", "--enable-metrics", "--served-model-name", "tiny", "--tp-size", "2"]
+
+
+def _containers_of(client, image: str) -> set[str]:
+    return {c.id for c in client.containers.list(all=True, filters={"ancestor": image})}
+
+
+def test_serve_gives_the_server_any_flag_after_the_double_dash_exactly(good, engine):
+    import shlex
+    import subprocess
+
+    from builder.check.server import cache_volume
+    from builder.contracts import CACHE_VARIABLES
+
+    client, project = good["client"], good["project"]
+    r = run_cli("serve", GOOD, "--preset", "tinyllama", "--dry-run", "--", *EXTRA, cwd=project)
+    assert r.returncode == 0, r.stderr
+    argv = shlex.split(r.stdout)
+    volume = cache_volume(engine.images.get(GOOD))
+    assert argv[-len(EXTRA):] == EXTRA and f"{volume}:/root/.cache" in argv  # after the image's and the preset's flags
+    assert run_cli("serve", GOOD, "--preset", "tinyllama", "--dry-run", "--no-cache-volume", cwd=project).stdout.count("-v ") == 1
+    # The very command printed, created by the engine's own CLI (no NVIDIA runtime here: created, not started), and read
+    # back from the container's config: the flags, the caches' variables and mount reach the container as printed.
+    create = ["docker", "create", *[a for a in argv[2:] if a not in ("--runtime", "nvidia", "--gpus", "all")]]
+    create[create.index("--name") + 1] = "sglbuild-test-serve-flags"
+    made = subprocess.run(create, capture_output=True, text=True)
+    try:
+        assert made.returncode == 0, made.stderr
+        config = client.api.inspect_container(made.stdout.strip())
+        image_at = argv.index(GOOD)
+        assert config["Config"]["Entrypoint"] == ["python"] and config["Config"]["Cmd"] == argv[image_at + 1:]
+        assert {f"{k}={v}" for k, v in CACHE_VARIABLES.items()} <= set(config["Config"]["Env"])
+        mounts = {m["Destination"]: m for m in config["Mounts"]}
+        assert mounts["/root/.cache"]["Type"] == "volume" and mounts["/root/.cache"]["Name"] == volume
+        assert mounts["/root/.cache/huggingface"]["Type"] == "bind"
+    finally:
+        subprocess.run(["docker", "rm", "-f", "sglbuild-test-serve-flags"], capture_output=True)
+        subprocess.run(["docker", "volume", "rm", volume], capture_output=True)  # docker create made it, unlabelled
+
+
+def test_serve_refuses_a_flag_before_any_container_starts(good, engine):
+    client, project = good["client"], good["project"]
+    before, volumes = _containers_of(client, GOOD), {v.name for v in client.volumes.list()}
+    # A flag the image's SGLang rejects: one line, exit 2, even without --dry-run (nothing started, no volume made).
+    r = run_cli("serve", GOOD, "--preset", "tinyllama", "--", "--context-length", "4096", "--no-such-flag", cwd=project)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "rejects the flags after --" in r.stderr and "unrecognized arguments: --no-such-flag" in r.stderr
+    r = run_cli("serve", GOOD, "--preset", "tinyllama", "--", "--quantization", "int3", cwd=project)
+    assert r.returncode == 2 and "invalid choice: 'int3'" in r.stderr
+    # What serve sets itself is not passed after --.
+    r = run_cli("serve", GOOD, "--preset", "tinyllama", "--dry-run", "--", "--port=9000", cwd=project)
+    assert r.returncode == 2 and "--port is serve's to set" in r.stderr and "use serve's --port" in r.stderr
+    # A backend the image's evidence says cannot run on its GPU: one line with the evidence, unless --force.
+    r = run_cli("serve", GOOD, "--preset", "tinyllama", "--", "--attention-backend", "flashinfer", cwd=project)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "select what cannot run on sm_120: attention flashinfer" in r.stderr and "--force" in r.stderr
+    r = run_cli("serve", GOOD, "--preset", "tinyllama", "--dry-run", "--force", "--", "--attention-backend", "flashinfer", cwd=project)
+    assert r.returncode == 0 and r.stdout.strip().endswith("--attention-backend flashinfer")
+    assert _containers_of(client, GOOD) == before and {v.name for v in client.volumes.list()} == volumes
+
+
+def test_compile_caches_are_one_volume_per_image_content(good, engine):
+    from builder.ship.serve import compile_caches
+
+    client = good["client"]
+    relabelled = derive(client, "caches-relabelled", f"FROM {GOOD}\nLABEL org.example.note=same-files\n")
+    changed = derive(client, "caches-changed", f"FROM {GOOD}\nRUN echo other > /etc/other-content\n")
+    made = []
+    try:
+        first, new = compile_caches(engine, GOOD)
+        made.append(first.name)
+        assert new and first.labels["io.sglbuild.cache-content"] == engine.images.get(GOOD).content_key
+        again, new = compile_caches(engine, GOOD)
+        assert (again.name, new) == (first.name, False)  # a restart reads what the first server compiled
+        same, new = compile_caches(engine, relabelled)
+        assert (same.name, new) == (first.name, False)  # the same files under another label: the same caches
+        other, new = compile_caches(engine, changed)
+        made.append(other.name)
+        assert new and other.name != first.name  # another image's content never reads these
+        r = run_cli("doctor", GOOD, "--json", cwd=good["project"])
+        line = next(c for c in json.loads(r.stdout)["checks"] if c["id"] == "cache-volume")
+        assert f"serve would use volume {first.name} (" in line["detail"] and " MB of kept compiles" in line["detail"]
+    finally:
+        for name in made:
+            engine.volumes.remove(name)
 
 
 # -- what an image must not carry: its own copy of the driver where the loader looks first -------------

@@ -5,7 +5,8 @@ classic builder's intermediate containers and images), stopped probe or build co
 the build network, its served-files directories beside the wheelhouse and BuildKit's
 Dockerfile directories in the temporary directory, and tags in sglbuild's scratch
 repositories (``sglbuild-repro/``, ``sglbuild-bench/``). Everything here is found by
-sglbuild's own label or names; running containers (a ``serve``) and tagged images stay.
+sglbuild's own label or names; running containers (a ``serve``) and tagged images stay. A served image's compile-cache
+volume goes once no image on the engine has the content it was made for (another image's modules never fit it).
 
 Builds hold a shared lock while they run, one per engine (:func:`builder.state.engine_lock`); gc takes it
 exclusively, so it never removes a running build's work, and a killed build's lock is released by the kernel.
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..contracts import LABEL_MANAGED, STAGE_REPO, TEST_CACHE_REPO
+from ..contracts import LABEL_CACHE_CONTENT, LABEL_MANAGED, STAGE_REPO, TEST_CACHE_REPO
 from ..state import base_cache_dir, engine_lock, scratch_leftovers
 
 if TYPE_CHECKING:
@@ -32,9 +33,11 @@ class Collected:
     containers: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
     networks: list[str] = field(default_factory=list)
+    volumes: list[str] = field(default_factory=list)  # compile caches of images no longer on the engine
     paths: list[str] = field(default_factory=list)
     bytes: int = 0
     kept_running: list[str] = field(default_factory=list)
+    kept_volumes: list[str] = field(default_factory=list)  # orphaned, but a container still mounts them
     kept_cache: list[str] = field(default_factory=list)  # the test suite's cache: tagged, kept on purpose
     base_cache: list[str] = field(default_factory=list)  # root filesystems in $SGLBUILD_BASE_CACHE (kept)
     base_cache_bytes: int = 0
@@ -66,6 +69,15 @@ def collect(engine: Engine, wheelhouse: Path, *, dry_run: bool = False) -> Colle
             out.networks.append(net.name)
             if not dry_run:
                 engine.networks.remove(net.name)
+        live = {image.content_key for image in engine.images.list()}
+        for volume in engine.volumes.list_managed():
+            if volume.labels.get(LABEL_CACHE_CONTENT) in live:
+                continue
+            if dry_run or engine.volumes.remove(volume.name):
+                out.volumes.append(volume.name)
+                out.bytes += volume.size or 0
+            else:
+                out.kept_volumes.append(volume.name)
         for path in scratch_leftovers(wheelhouse):
             out.paths.append(str(path))
             if not dry_run:
@@ -80,12 +92,15 @@ def collect(engine: Engine, wheelhouse: Path, *, dry_run: bool = False) -> Colle
 
 def text(c: Collected, dry_run: bool) -> str:
     verb = "would remove" if dry_run else "removed"
-    lines = [f"{verb} {len(c.containers)} containers, {len(c.images)} images ({c.bytes / 1e9:.2f} GB untagged), "
-             f"{len(c.networks)} networks, {len(c.paths)} directories"]
+    lines = [f"{verb} {len(c.containers)} containers, {len(c.images)} images, {len(c.volumes)} cache volumes "
+             f"({c.bytes / 1e9:.2f} GB), {len(c.networks)} networks, {len(c.paths)} directories"]
     lines += [f"  {kind:<10} {name}" for kind, names in (("container", c.containers), ("image", c.images),
-                                                          ("network", c.networks), ("path", c.paths)) for name in names]
+                                                          ("volume", c.volumes), ("network", c.networks), ("path", c.paths))
+              for name in names]
     if c.kept_running:
         lines.append(f"  kept running: {', '.join(c.kept_running)} (stop them with docker rm -f)")
+    if c.kept_volumes:
+        lines.append(f"  kept in use: {', '.join(c.kept_volumes)} (a container still mounts them)")
     if c.kept_cache:
         lines.append(f"  kept: the test suite's cache, {len(c.kept_cache)} images ('make clean-test-cache' removes them)")
         lines += [f"    {tag}" for tag in c.kept_cache]

@@ -18,11 +18,12 @@ from ..errors import EngineUnavailable
 from .gpucode import ImageGpuCode, coverage, required_globs
 from .host import HostGpu, gpus
 from .report import Check, Report
-from .server import DEFAULT_SHM, hf_cache, shm_bytes
+from .server import DEFAULT_SHM, cache_volume, hf_cache, shm_bytes
 from .reply import static_reply
 
 if TYPE_CHECKING:
     from ..engine import Engine
+    from ..engine.records import ImageRecord
 
 # The driver each CUDA toolkit release needs (CUDA Toolkit release notes, "CUDA Toolkit and Corresponding
 # Driver Versions", Linux x86_64). Below it but at the major line's floor, minor-version compatibility runs
@@ -95,6 +96,19 @@ def check_image(report: Report, engine: Engine, image_ref: str, found: list[Host
     report.checks.append(code_check(ImageGpuCode.of(data), required_globs(image.labels, data), arch, bool(found)))
     check_shm(report, shm)
     check_hf_cache(report)
+    check_cache_volume(report, engine, image)
+
+
+def check_cache_volume(report: Report, engine: Engine, image: ImageRecord) -> None:
+    """The compile caches' volume a serve of IMAGE mounts (:func:`builder.check.server.cache_volume`), and its size."""
+    name = cache_volume(image)
+    found = next((v for v in engine.volumes.list_managed() if v.name == name), None)
+    if found is None:
+        report.add("cache-volume", "compile caches", "pass", f"serve would make volume {name} (none yet: the first server compiles "
+                   "FlashInfer's, Triton's and torch.compile's kernels into it; later ones reuse them)")
+    else:
+        size = "size unknown" if found.size is None or found.size < 0 else f"{found.size / 1e6:.1f} MB"
+        report.add("cache-volume", "compile caches", "pass", f"serve would use volume {name} ({size} of kept compiles)")
 
 
 def code_check(code: ImageGpuCode, required: list[str], arch: str, on_gpu: bool) -> Check:

@@ -8,7 +8,11 @@ field report, with ``python -m sglang.launch_server`` and every flag spelled out
 
 The server is published on 127.0.0.1 unless the user asks for a public address; a public
 server always gets SGLang's ``--api-key``. The Hugging Face cache mounted into it is the one
-doctor checks (:func:`hf_cache`), and its shared memory the one doctor checks for.
+doctor checks (:func:`hf_cache`), and its shared memory the one doctor checks for. Any other
+SGLang flag the user gives comes after the preset's; serve owns the model, host, port and key.
+What the server compiles at first use (FlashInfer's modules, Triton's and torch.compile's
+kernels, DeepGEMM's, the driver's PTX JIT) goes to one named volume per image content
+(:func:`cache_volume`), so a restarted server compiles nothing it compiled before.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CheckFailed, InputError
-from ..engine.records import ImageConfig
+from ..contracts import CACHE_VARIABLES, CACHE_VOLUME_PREFIX, IN_CONTAINER_CACHE
+from ..engine.records import ImageConfig, ImageRecord
 from .command import DEFAULT_LAUNCHER, server_command
 
 if TYPE_CHECKING:
@@ -81,11 +86,13 @@ class ServerContainer:
     launcher: tuple[str, ...] = DEFAULT_LAUNCHER
     environment: tuple[tuple[str, str], ...] = ()
     cache: str = ""  # the host's Hugging Face cache, mounted into the container
+    extra: tuple[str, ...] = ()  # the user's own SGLang flags, after the preset's
+    cache_volume: str | None = None  # the named volume of the image's compile caches (None: none, compiled anew each start)
 
     @property
     def server_args(self) -> list[str]:
-        """Every flag the server gets, in order: the image's defaults, the model, the preset's, the key."""
-        return [*self.defaults, "--model-path", self.model, *self.flags, *(["--api-key", self.api_key] if self.api_key else [])]
+        """Every flag the server gets, in order: the image's defaults, the model, the preset's, the user's, the key."""
+        return [*self.defaults, "--model-path", self.model, *self.flags, *self.extra, *(["--api-key", self.api_key] if self.api_key else [])]
 
     @property
     def auth_header(self) -> dict[str, str]:
@@ -97,12 +104,14 @@ class ServerContainer:
 
     def run_kwargs(self) -> dict[str, Any]:
         """What the engine is given to start it (``gpus``: every GPU, through the NVIDIA runtime)."""
-        volumes = {self.cache: {"bind": IN_CONTAINER_HF_CACHE, "mode": "rw"}}
+        volumes = {self.cache_volume: {"bind": IN_CONTAINER_CACHE, "mode": "rw"}} if self.cache_volume else {}
+        volumes[self.cache] = {"bind": IN_CONTAINER_HF_CACHE, "mode": "rw"}  # inside the cache volume's mount, the host's own
         if self.model_dir:
             volumes[self.model_dir] = {"bind": "/model", "mode": "ro"}
+        environment = {**dict(self.environment), **(CACHE_VARIABLES if self.cache_volume else {})}
         return {"entrypoint": [self.launcher[0]], "command": [*self.launcher[1:], *self.server_args], "runtime": "nvidia",
                 "gpus": True, "ports": {f"{SERVER_PORT}/tcp": (self.bind, self.port)}, "volumes": volumes,
-                "environment": dict(self.environment), "shm_size": self.shm, "name": self.name}
+                "environment": environment, "shm_size": self.shm, "name": self.name}
 
     def docker_run(self) -> list[str]:
         """The same container as a ``docker run`` command line, made from :meth:`run_kwargs`."""
@@ -128,9 +137,20 @@ def _looks_like_path(model: str) -> bool:
     return model.startswith(("/", "./", "../", "~")) or os.path.exists(model)
 
 
+# The flags serve sets itself: the model (--model), where the server listens (the image's --host and --port, published
+# as --port and --public say) and the key (--api-key).
+OWNED = {"--model-path": "--model", "--model": "--model", "--host": "--public", "--port": "--port", "--api-key": "--api-key"}
+
+
 def server_container(image: str, config: ImageConfig, labels: dict[str, str], model: str | None, preset: str | None, port: int | None, *,
-                     name: str | None = "", public: bool = False, api_key: str | None = None) -> ServerContainer:
-    """The server IMAGE (its CONFIG and LABELS) runs; ``name`` None for an unnamed container, "" for one named after the model."""
+                     name: str | None = "", public: bool = False, api_key: str | None = None, extra: tuple[str, ...] = (),
+                     cache_volume: str | None = None) -> ServerContainer:
+    """The server IMAGE (its CONFIG and LABELS) runs; ``name`` None for an unnamed container, "" for one named after the model.
+    EXTRA: the user's own SGLang flags; CACHE_VOLUME: the compile caches' volume."""
+    owned = [f for f in extra if f.split("=", 1)[0] in OWNED]
+    if owned:
+        flag = owned[0].split("=", 1)[0]
+        raise InputError(f"{flag} is serve's to set, not a flag to pass after --", f"use serve's {OWNED[flag]}")
     p = PRESETS.get(preset or "")
     if preset and p is None:
         raise InputError(f"no preset {preset!r}", f"presets: {', '.join(PRESETS)}")
@@ -153,7 +173,13 @@ def server_container(image: str, config: ImageConfig, labels: dict[str, str], mo
     return ServerContainer(image, model, model_dir, port or (p.port if p else 30000), p.shm if p else DEFAULT_SHM, name,
                            (*(p.flags if p else ()), *COMMON_FLAGS), "0.0.0.0" if public else LOOPBACK, api_key,
                            defaults=tuple(_without_model(command.flags)), launcher=command.launcher,
-                           environment=_allocator_env(config), cache=str(hf_cache()))
+                           environment=_allocator_env(config), cache=str(hf_cache()), extra=tuple(extra), cache_volume=cache_volume)
+
+
+def cache_volume(image: ImageRecord) -> str:
+    """The compile caches' volume of IMAGE: named for its content (what a process in it sees), so another image, whose
+    compiled modules may not fit it, never reads this one's."""
+    return CACHE_VOLUME_PREFIX + image.content_key[:16]
 
 
 def _without_model(flags: list[str]) -> list[str]:

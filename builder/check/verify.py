@@ -36,7 +36,7 @@ from .driver import driver_check
 from .features import Feature, derive, features, sglang_default
 from .gpucode import ImageGpuCode, coverage, relative, required_globs
 from .host import gpus
-from .report import Report
+from .report import Check, Report
 from .reply import static_reply
 
 if TYPE_CHECKING:
@@ -79,6 +79,25 @@ def resolve_archs(given: list[str] | None, labels: dict[str, str]) -> tuple[list
         return [found[0].arch], f"from this host's GPU: {found[0].name}, compute {found[0].capability}"
     raise InputError("no architecture to verify for: no --arch, no io.sglbuild.gpu-arch label, no GPU on this host",
                      "pass --arch, e.g. --arch sm_120")
+
+
+def serving_arch(labels: dict[str, str]) -> tuple[str, str]:
+    """The architecture a server started here runs on: this host's GPU, else the first the image declares."""
+    found = gpus()
+    if found:
+        return found[0].arch, f"this host's {found[0].name}"
+    archs, source = resolve_archs(None, labels)
+    return archs[0], source.removeprefix("from ")
+
+
+def judge_server_flags(engine: Engine, image_ref: str, flags: list[str], arch: str) -> Check:
+    """FLAGS (every argument a server of IMAGE_REF gets) parsed by the image's own SGLang, and what they select held to the
+    image's evidence on ARCH: verify's serving-flags check, for one command (the probe's answer kept by content)."""
+    image = engine.images.get(image_ref)
+    data = static_reply(engine, image, [arch], flags)
+    report = Report("verify", image_ref, image.id, [arch])
+    check_flags(report, data, ServerCommand(flags, "serve's command"), {arch: features(data, ImageGpuCode.of(data), arch)})
+    return next(c for c in report.checks if c.id == "serve-flags")
 
 
 def versions(data: StaticReply) -> dict[str, str]:

@@ -2,7 +2,7 @@
 
 One component per group of Docker verbs, as the CLI groups them: ``engine.images``,
 ``engine.containers``, ``engine.builds`` (classic), ``engine.buildkit`` (``docker buildx``),
-``engine.networks``; :mod:`.export` reads what ``docker save`` writes and :mod:`.archives`
+``engine.networks``, ``engine.volumes``; :mod:`.export` reads what ``docker save`` writes and :mod:`.archives`
 writes what ``docker load`` reads. Each request runs inside :func:`guard`, which turns
 docker-py's and requests' exceptions into the project's own hierarchy, so an engine that
 refuses a request is one line and an exit code, never a traceback. Nothing outside this
@@ -27,6 +27,7 @@ from .guard import guard, translate
 from .images import Images
 from .networks import Networks
 from .records import ImageRecord
+from .volumes import Volumes
 
 __all__ = ["Engine", "connect", "guard", "translate", "requested_builder"]
 
@@ -41,6 +42,7 @@ class Engine:
         self.builds = Builds(self)
         self.buildkit = BuildKit(self)
         self.networks = Networks(self)
+        self.volumes = Volumes(self)
 
     @functools.cached_property
     def info(self) -> dict[str, Any]:

@@ -93,6 +93,13 @@ class ContainerRecord:
 
 
 @dataclass(frozen=True)
+class VolumeRecord:
+    name: str
+    labels: dict[str, str]
+    size: int | None = None  # bytes used, where the engine says (None: not measured)
+
+
+@dataclass(frozen=True)
 class NetworkRecord:
     name: str
     id: str
