@@ -69,10 +69,14 @@ bench: $(BIN)/sglbuild host
 reliability: $(BIN)/sglbuild host
 	$(BIN)/python bench/reliability.py
 
-## pipeline: build -> verify -> push by digest -> pull -> verify -> tag, against REPO (e.g. 127.0.0.1:5000/sglang)
-REPO ?= $(shell ci/registry.sh 5000)/sglang
+## pipeline: the CI image pipeline here: a job per platform (amd64 on this engine, arm64 on the second one,
+## ci/engine.sh: emulated here, native on an arm64 runner), one loopback registry, then join, verify per platform, promote
+PIPELINE_PORT ?= 5000
 pipeline: $(BIN)/sglbuild host
-	SGLBUILD=$(BIN)/sglbuild ci/pipeline.sh $(REPO) $(TARGET)
+	ci/engine.sh up containerd
+	REGISTRY_HOST=0.0.0.0 ci/registry.sh $(PIPELINE_PORT) >/dev/null
+	SGLBUILD=$(BIN)/sglbuild ENGINE_ARM64=$$(ci/engine.sh env | cut -d= -f2-) REPO_ARM64=10.200.26.1:$(PIPELINE_PORT)/sglang \
+	  ci/pipeline.sh 127.0.0.1:$(PIPELINE_PORT)/sglang $(TARGET)
 
 ## lock: re-resolve the default target (network needed)
 lock: $(BIN)/sglbuild

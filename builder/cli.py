@@ -377,15 +377,16 @@ def inspect(ctx: Context, image: str, write_lock: str | None, write_sbom: str | 
 @click.option("--force", is_flag=True, help="Push even if the image has not passed verify here.")
 @click.option("--sign-key", type=click.Path(dir_okay=False), default=None,
               help="Sign the attestations with this private key ('sglbuild keygen'); unsigned without it.")
+@click.option("--platform", default=None, help="Only this platform's image of TARGET (a CI job per platform; 'join' makes the index).")
 @pass_ctx
 @handled
-def push(ctx: Context, image: str, repo: str, force: bool, sign_key: str | None) -> None:
+def push(ctx: Context, image: str, repo: str, force: bool, sign_key: str | None, platform: str | None) -> None:
     """Push IMAGE (or a multi-platform TARGET: each platform's image and one image index) to REPO, each image with its
     attestations (SBOM, provenance, verify report) attached; print REPO@sha256:DIGEST."""
     from .check.attested import NAMES
     from .pipeline import push_target_or_image
 
-    pushed = push_target_or_image(ctx.engine, ctx.profile_or_none, image, repo, force=force, sign_key=sign_key)
+    pushed = push_target_or_image(ctx.engine, ctx.profile_or_none, image, repo, force=force, sign_key=sign_key, platform=platform)
     for platform, digest in pushed.platforms.items():
         click.echo(f"pushed {platform}: {repo}@{digest}", err=True)
     for digest, attached in pushed.attached.items():
@@ -408,16 +409,43 @@ def keygen(output: str) -> None:
 
 
 @cli.command()
+@click.argument("target", required=False)
+@click.argument("refs", nargs=-1, required=True)
+@click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False), help="The public key the images' attestations are signed with.")
+@click.option("--json", "json_mode", is_flag=True, help="Print the index and its platforms' digests as JSON.")
+@pass_ctx
+@handled
+def join(ctx: Context, target: str | None, refs: tuple[str, ...], key_file: str, json_mode: bool) -> None:
+    """Write TARGET's image index from its platforms' images already in the registry (REFS: REPO@sha256:..., as
+    'push --platform' printed them), each checked first (platform, signed attestations, verdicts); print REPO@sha256:INDEX."""
+    from .pipeline import join_target
+
+    if target is not None and "@" in target:  # no target named: the default one
+        refs, target = (target, *refs), None
+    joined = join_target(ctx.engine, ctx.profile_or_none, target, list(refs), key_file)
+    if json_mode:
+        click.echo(json.dumps({"index": joined.ref, "tag": joined.tag, "platforms": joined.platforms, "bytes_read": joined.bytes_read}))
+        return
+    for platform, digest in joined.platforms.items():
+        click.echo(f"joined {platform}: {digest}", err=True)
+    click.echo(f"pushed {joined.tag} ({joined.bytes_read} bytes read from the registry, no layer)", err=True)
+    click.echo(joined.ref)
+
+
+@cli.command()
 @click.argument("ref")
 @click.argument("tag")
 @click.option("--require-gpu", is_flag=True, help="Only if the image passed verify with --gpu require.")
+@click.option("--verdicts", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="verify's JSON reports of REF's images (from the jobs that verified each platform); instead of this machine's records.")
 @pass_ctx
 @handled
-def promote(ctx: Context, ref: str, tag: str, require_gpu: bool) -> None:
-    """Move REPO:TAG in the registry to REF (REPO@sha256:...), once REF has passed verify."""
-    from .ship.registry import promote as promote_image
+def promote(ctx: Context, ref: str, tag: str, require_gpu: bool, verdicts: tuple[str, ...]) -> None:
+    """Move REPO:TAG in the registry to REF (REPO@sha256:...), once every image of REF has passed verify."""
+    from .ship.registry import promote as promote_image, read_verdict
 
-    click.echo(f"{promote_image(ctx.engine, ref, tag, require_gpu)} -> {ref}")
+    reports = [read_verdict(Path(v)) for v in verdicts] if verdicts else None
+    click.echo(f"{promote_image(ctx.engine, ref, tag, require_gpu, reports)} -> {ref}")
 
 
 @cli.command()

@@ -237,10 +237,12 @@ def describe(client: Registry, name: str, reference: str) -> Described | None:
         manifest = client.manifest(name, child["digest"]) if children is not None else top
         if manifest is None:
             raise IntegrityError(f"{client.host}/{name}@{reference} names {child['digest'][:19]}, which the registry does not hold")
-        platform = child.get("platform") or {}
-        key = f"{platform.get('os', 'linux')}/{platform.get('architecture', 'amd64')}"
+        config = json.loads(manifest.data).get("config", {}).get("digest", "")
+        # An index says each image's platform; a lone manifest's is in its config (a few KB, never a layer).
+        platform = child.get("platform") if children is not None else json.loads(client.blob(name, config)) if config else {}
+        key = f"{(platform or {}).get('os', 'linux')}/{(platform or {}).get('architecture', 'amd64')}"
         images[key] = manifest
-        configs[key] = json.loads(manifest.data).get("config", {}).get("digest", "")
+        configs[key] = config
     return Described(top, images, configs)
 
 

@@ -26,7 +26,7 @@ from .errors import EngineUnavailable, InputError, LockError, NotReproducible, S
 from .inputs.lockfile import check_locks, read_lock_file
 from .inputs.profile import Profile, Target
 from .oci import is_remote_ref
-from .ship.registry import Pushed, Signing, push, push_index
+from .ship.registry import Pushed, Signing, join, push, push_index, push_platform
 from .ship.tag import Released, release
 from .sign import load_private, load_public
 from .ui import Reporter
@@ -183,11 +183,17 @@ def inspect(engine: Engine, image: str, key_file: str | None = None,
 # -- ship -------------------------------------------------------------------------------------------------
 
 def push_target_or_image(engine: Engine, profile: Profile | None, what: str, repo: str, *, force: bool = False,
-                         sign_key: str | None = None) -> Pushed:
-    """WHAT (an image, or a target with platforms: each platform's image and one index) pushed to REPO, with its
-    attestations; the provenance names the stage keys of the plans of WHAT's target, made once per platform."""
+                         sign_key: str | None = None, platform: str | None = None) -> Pushed:
+    """WHAT (an image, or a target with platforms: each platform's image and one index; with PLATFORM, that platform's
+    image alone) pushed to REPO, with its attestations; the provenance names the stage keys of the plans of WHAT's
+    target, made once per platform."""
     key = load_private(Path(sign_key)) if sign_key else None
     targets = set(profile.targets) if profile is not None else set()
+    if platform is not None:
+        if profile is None or what not in targets:
+            raise InputError(f"push --platform takes a target of the profile, not {what!r}", "name a target, or push the image alone")
+        target = profile.target(what)
+        return push_platform(engine, target, platform, repo, force, _signing(engine, profile, target, key, platform))
     if what in targets and profile is not None and profile.target(what).declares_platforms:
         target = profile.target(what)
         return push_index(engine, target, repo, force, _signing(engine, profile, target, key))
@@ -195,6 +201,13 @@ def push_target_or_image(engine: Engine, profile: Profile | None, what: str, rep
     named = image.labels.get("io.sglbuild.target")
     target = profile.targets.get(named) if profile is not None and named else None
     return push(engine, what, repo, force, _signing(engine, profile, target, key, image.platform))
+
+
+def join_target(engine: Engine, profile: Profile | None, name: str | None, refs: list[str], key_file: str) -> Pushed:
+    """The index of target NAME from its platforms' digests in the registry, each checked with the public key."""
+    if profile is None:
+        raise InputError("join needs the profile that declares the target's platforms", "run it in the project, or pass --profile")
+    return join(engine, profile.target(name), refs, load_public(Path(key_file)))
 
 
 def _signing(engine: Engine, profile: Profile | None, target: Target | None, key: Any, platform: str | None = None) -> Signing:

@@ -320,3 +320,92 @@ def test_fetch_for_one_platform_downloads_only_its_files(multi, tmp_path):
     assert any(n.endswith("manylinux2014_aarch64.whl") for n in names) and not any("x86_64" in n for n in names), names
     r = run_cli("--wheels", str(wheels), "fetch", "--platform", "linux/s390x", cwd=multi["project"])
     assert r.returncode == 2 and "has no platform linux/s390x" in r.stderr
+
+
+# -- the CI pipeline of the family: a job per platform, joined by digest, promoted on every platform's verdict ------
+
+def _layer_bytes(pushed) -> int:
+    return sum(layer["size"] for d in pushed["digests"].values()
+               for layer in json.loads(pushed["oci"].manifest(pushed["name"], d).data)["layers"])
+
+
+def test_join_writes_the_index_from_the_platforms_digests_reading_no_layer(pushed, keys):
+    refs = [f"{pushed['repo']}@{d}" for d in pushed["digests"].values()]
+    r = run_cli("join", "multitest", *reversed(refs), "--key", str(keys / "release.pub"), "--json", cwd=pushed["project"])
+    assert r.returncode == 0, r.stderr
+    joined = json.loads(r.stdout)
+    # The same index push TARGET made in one go, whatever order the jobs finished in: the same bytes, the same digest.
+    assert joined["index"] == pushed["ref"] and joined["platforms"] == pushed["digests"]
+    assert 0 < joined["bytes_read"] < _layer_bytes(pushed) / 100  # manifests, configs, attestations: no layer
+
+
+def test_join_refuses_a_missing_platform_a_twice_given_one_and_another_key_pushing_nothing(pushed, keys):
+    project, pub = pushed["project"], str(keys / "release.pub")
+    amd64, arm64 = (f"{pushed['repo']}@{pushed['digests'][p]}" for p in ("linux/amd64", "linux/arm64"))
+    tags_before = pushed["oci"].request("GET", f"{pushed['name']}/tags/list").json()["tags"]
+    r = run_cli("join", "multitest", amd64, "--key", pub, cwd=project)
+    assert r.returncode == 2 and "no image for linux/arm64 of multitest; no index was pushed" in r.stderr
+    r = run_cli("join", "multitest", amd64, amd64, arm64, "--key", pub, cwd=project)
+    assert r.returncode == 2 and "two images for linux/amd64" in r.stderr
+    r = run_cli("join", "multitest", amd64, arm64, "--key", str(keys / "other.pub"), cwd=project)
+    assert r.returncode == 5 and "no signature by key" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("join", "multitest", amd64, f"{pushed['repo']}@sha256:{'0' * 64}", "--key", pub, cwd=project)
+    assert r.returncode == 2 and "the registry has no" in r.stderr
+    assert pushed["oci"].request("GET", f"{pushed['name']}/tags/list").json()["tags"] == tags_before
+
+
+def test_join_refuses_a_platform_whose_attested_verdicts_failed(pushed, keys):
+    digest = pushed["digests"]["linux/arm64"]
+    failing = {"passed": False, "archs": ["sm_121"], "image_id": digest,
+               "checks": [{"id": "gpu-code", "name": "GPU code", "status": "fail", "detail": "no sm_121 SASS", "arch": "sm_121"}]}
+    tag, before = _attach(pushed, statement(pushed["repo"], digest, PREDICATE_VERIFY, failing), keys / "release.key")
+    try:
+        refs = [f"{pushed['repo']}@{d}" for d in pushed["digests"].values()]
+        r = run_cli("join", "multitest", *refs, "--key", str(keys / "release.pub"), cwd=pushed["project"])
+    finally:
+        _restore(pushed, tag, before)
+    assert r.returncode == 1 and "(linux/arm64): attested verify: " in r.stderr and "no index was pushed" in r.stderr
+
+
+def test_promote_waits_for_every_platforms_verdict(pushed, keys, tmp_path):
+    project, ref = pushed["project"], pushed["ref"]
+    verdicts = {}
+    for platform in ("linux/amd64", "linux/arm64"):
+        path = tmp_path / f"{platform.split('/')[1]}.json"
+        r = run_cli("verify", ref, "--platform", platform, "--key", str(keys / "release.pub"), "--format", "json",
+                    "--output", str(path), cwd=project)
+        assert r.returncode == 0, r.stderr
+        verdicts[platform] = str(path)
+    r = run_cli("promote", "--verdicts", verdicts["linux/amd64"], ref, "promoted", cwd=project)
+    assert r.returncode == 1 and "(linux/arm64 of linux/amd64, linux/arm64) has not passed 'verify' in the verdicts given" in r.stderr
+    r = run_cli("promote", "--require-gpu", "--verdicts", verdicts["linux/amd64"], "--verdicts", verdicts["linux/arm64"], ref,
+                "promoted", cwd=project)
+    assert r.returncode == 1 and "linux/amd64, linux/arm64 of" in r.stderr  # no GPU judged either: the GPU gate holds
+    (tmp_path / "bad.json").write_text("{not json")
+    r = run_cli("promote", "--verdicts", str(tmp_path / "bad.json"), ref, "promoted", cwd=project)
+    assert r.returncode == 2 and "is not a verify report" in r.stderr
+    assert "promoted" not in pushed["oci"].request("GET", f"{pushed['name']}/tags/list").json()["tags"]
+    r = run_cli("promote", "--verdicts", verdicts["linux/amd64"], "--verdicts", verdicts["linux/arm64"], ref, "promoted", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert pushed["oci"].manifest(pushed["name"], "promoted").digest == ref.split("@")[1]
+
+
+def test_the_pipeline_runs_a_job_per_platform_then_joins_verifies_and_promotes(multi, registry):
+    """ci/pipeline.sh on the two-platform target: each platform's job (here both on this engine; make pipeline gives
+    arm64 the second engine), the join of their digests, a verify of each platform by the index's digest, promote."""
+    from test_pipeline import manifest_digest, run_pipeline
+
+    project = multi["project"]
+    repo = f"{registry}/sglbuild-test/family-pipeline"
+    r = run_pipeline(project, repo, project / "pipeline-state", GPU="off")
+    assert r.returncode == 0, r.stderr
+    out = project / "out" / "pipeline"
+    joined = json.loads((out / "join.json").read_text())
+    digests = {f"linux/{a}": (out / f"digest-{a}.txt").read_text().strip() for a in ("amd64", "arm64")}
+    assert {p: f"{repo}@{d}" for p, d in joined["platforms"].items()} == digests  # the jobs' outputs, joined
+    assert r.stdout.strip().splitlines()[-1] == joined["index"]
+    assert manifest_digest(registry, "sglbuild-test/family-pipeline", "multitest") == joined["index"].split("@")[1]
+    for arch in ("amd64", "arm64"):
+        verdict = json.loads((out / f"verdict-{arch}.json").read_text())
+        assert verdict["passed"] and verdict["image_id"] == joined["platforms"][f"linux/{arch}"]
+    assert "== job linux/arm64" in r.stderr and "== join" in r.stderr

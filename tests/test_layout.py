@@ -186,7 +186,7 @@ def test_each_command_lives_in_its_steps_room():
     work (and may import what prints it), and every command is listed here."""
     homes = {"lock": "inputs.locking", "fetch": "inputs.wheelhouse", "render": "pipeline", "plan": "pipeline",
              "build": "pipeline", "verify": "pipeline", "inspect": "pipeline", "push": "pipeline", "archs": "check.archs",
-             "diff": "check.diff", "doctor": "check.doctor", "gc": "assemble.gc", "keygen": "sign", "promote": "ship.registry",
+             "diff": "check.diff", "doctor": "check.doctor", "gc": "assemble.gc", "keygen": "sign", "promote": "ship.registry", "join": "pipeline",
              "serve": "ship.serve"}
     commands = command_imports()
     assert set(commands) == set(homes), f"commands without a home here, or homes without a command: {set(commands) ^ set(homes)}"

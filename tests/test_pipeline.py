@@ -7,49 +7,52 @@ import os
 import subprocess
 import sys
 import urllib.request
-import xml.etree.ElementTree as ET
 
 import pytest
 
-from support import ROOT, run_cli, small_project
+from support import ROOT, TEST_IMAGE, run_cli, small_project
 
 pytestmark = pytest.mark.engine
 
 
 def manifest_digest(addr: str, repo: str, tag: str) -> str:
     req = urllib.request.Request(f"http://{addr}/v2/{repo}/manifests/{tag}",
-                                 headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"}, method="HEAD")
+                                 headers={"Accept": "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json"},
+                                 method="HEAD")
     with urllib.request.urlopen(req, timeout=10) as r:
         return r.headers["Docker-Content-Digest"]
 
 
-def test_pipeline_build_verify_push_pull_verify_tag(tmp_path_factory, docker_client, uv_wheel, sm120_so, registry):
+def run_pipeline(project, repo: str, state, **env: str) -> subprocess.CompletedProcess:
+    """ci/pipeline.sh, as make pipeline runs it (every platform's job on this engine here)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SGLBUILD_STATE": str(state), "SGLBUILD": f"{sys.executable} -m builder.cli", **env}
+    return subprocess.run([str(ROOT / "ci" / "pipeline.sh"), repo], cwd=project, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_pipeline_build_push_join_verify_promote(tmp_path_factory, docker_client, uv_wheel, sm120_so, registry):
+    """A one-platform target through the whole pipeline, its image verified after the join by the index's digest, here."""
     project, index = small_project(tmp_path_factory.mktemp("pipeline"), uv_wheel, sm120_so, name="pipelinetest")
-    state = project / "state"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "SGLBUILD_STATE": str(state),
-           "SGLBUILD": f"{sys.executable} -m builder.cli", "GPU": "auto"}
+    state, out = project / "state", project / "out" / "pipeline"
     repo = f"{registry}/sglbuild-test/pipeline"
     try:
-        r = subprocess.run([str(ROOT / "ci" / "pipeline.sh"), repo], cwd=project, env=env, capture_output=True, text=True, timeout=900)
+        r = run_pipeline(project, repo, state, GPU="auto")
         assert r.returncode == 0, r.stderr
         ref = r.stdout.strip().splitlines()[-1]
-        assert ref.startswith(repo + "@sha256:") and (project / "out" / "pipeline" / "digest.txt").read_text().strip() == ref
-        build = json.loads((project / "out" / "pipeline" / "build.json").read_text())
-        # The registry's human tag now names the verified digest, and the pulled image is the built one.
+        joined = json.loads((out / "join.json").read_text())
+        assert joined["index"] == ref and ref.startswith(repo + "@sha256:")
+        assert joined["platforms"] == {"linux/amd64": (out / "digest-amd64.txt").read_text().strip().split("@")[1]}
+        # The registry's human tag now names the joined index; the verdict is of the very image the job pushed.
         assert manifest_digest(registry, "sglbuild-test/pipeline", "pipelinetest") == ref.split("@")[1]
-        assert docker_client.images.get(ref).id == build["image_id"]
-        for report in ("verify-static.xml", "verify-pulled.xml"):
-            suite = ET.parse(project / "out" / "pipeline" / report).getroot()
-            assert suite.get("failures") == "0" and int(suite.get("tests")) == 9
-        # verify works on the image pulled by digest; push refuses an image nobody verified.
-        assert run_cli("verify", ref, cwd=project, env={"SGLBUILD_STATE": str(state)}).returncode == 0
+        verdict = json.loads((out / "verdict-amd64.json").read_text())
+        assert verdict["passed"] and verdict["image_id"] == docker_client.images.get(f"{TEST_IMAGE}:pipelinetest").id
+        # push refuses an image nobody verified; promote refuses without a passing verdict, and without a GPU's.
         fresh = {"SGLBUILD_STATE": str(project / "empty-state")}
-        r = run_cli("push", ref, repo, cwd=project, env=fresh)
+        r = run_cli("push", f"{TEST_IMAGE}:pipelinetest", repo, cwd=project, env=fresh)
         assert r.returncode == 1 and "has not passed 'sglbuild verify'" in r.stderr
         r = run_cli("promote", ref, "latest", cwd=project, env=fresh)
-        assert r.returncode == 1 and "the tag was not moved" in r.stderr
-        r = run_cli("promote", "--require-gpu", ref, "latest", cwd=project, env={"SGLBUILD_STATE": str(state)})
-        assert r.returncode == 1 and "--gpu require" in r.stderr  # no GPU here: the GPU gate holds
+        assert r.returncode == 1 and "has not passed 'verify' on this machine; the tag was not moved" in r.stderr
+        r = run_cli("promote", "--require-gpu", "--verdicts", str(out / "verdict-amd64.json"), ref, "latest", cwd=project)
+        assert r.returncode == 1 and "has not passed 'verify with --gpu require' in the verdicts given" in r.stderr
     finally:
         index.stop()
         for image in docker_client.images.list():

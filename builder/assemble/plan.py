@@ -170,6 +170,7 @@ class Plan:
 
         return {
             "target": self.target.name,
+            "tag": self.target.human_tag,  # the tag users pull (promote moves it in the registry)
             "platform": self.platform,
             "archs": list(self.archs),
             "lock": f"sha256:{self.lock.digest}",
