@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from builder.assemble import evidence  # noqa: E402
+from builder.check import evidence  # noqa: E402
 from builder.assemble.plan import make_plan  # noqa: E402
 from builder.engine import connect  # noqa: E402
 from builder.inputs.lockfile import check_locks  # noqa: E402

@@ -346,6 +346,151 @@ def faults(project: Path, client, human: str, reference: str) -> None:
         shutil.rmtree(reg_dir, ignore_errors=True)
 
 
+# -- 4. at once, and interrupted -------------------------------------------------------------------
+
+def _records(state: str, name: str) -> dict:
+    path = Path(state) / name
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def concurrency_faults(project: Path, client, human: str, reference: str) -> None:
+    """Two builds of one target at once; a build and verify of its image at once; gc while a build runs; a wheel
+    truncated after fetch verified it. What must hold: every command ends in success or one line, the image is the
+    reference one, no record of the state files is lost, the build's work survives gc."""
+    name = "at once"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def start(*args: str, state: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "builder.cli", *args], cwd=project, env={**env, "SGLBUILD_STATE": state},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
+        out, err = proc.communicate(timeout=1800)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+    def fresh_stages() -> None:  # every stage above the base built again, so the runs overlap for real
+        for stage in json.loads(sglbuild(project, "plan", "--json").stdout)[0]["stages"]:
+            try:
+                client.images.remove(stage["tag"], force=True)
+            except Exception:  # noqa: BLE001 - not there
+                pass
+
+    # Two builds of the same target at once, one state directory: both succeed with the reference image, and the
+    # state file keeps every stage's record and the gate's.
+    state = tempfile.mkdtemp(prefix="sglbuild-reliability-trial-")
+    fresh_stages()
+    a, b = start("build", "--json", state=state), start("build", "--json", state=state)
+    ra, rb = finish(a), finish(b)
+    row(name, faults=1, inputs=2)
+    ids = {json.loads(r.stdout)["image_id"] if r.returncode == 0 else None for r in (ra, rb)}
+    stages = _records(state, "stages.json")
+    planned = {s["key"] for s in json.loads(sglbuild(project, "plan", "--json").stdout)[0]["stages"]}
+    lost = sorted(planned - set(stages))
+    verified_ok = reference in _records(state, "verified.json")
+    if ids != {reference} or lost or not verified_ok:
+        findings.append(f"two builds at once: images {ids}, stage records lost {lost}, gate recorded {verified_ok}: "
+                        f"{(ra.stderr + rb.stderr).strip()[-300:]}")
+        row(name, bad_tags=int(ids != {reference}))
+    print(f"  two builds at once: exits {ra.returncode}, {rb.returncode}; same image {ids == {reference}}; "
+          f"stage records {len(planned) - len(lost)}/{len(planned)}; gate recorded {verified_ok}", flush=True)
+
+    # A build and a verify of the same image at once: the verify's record and the build's are both kept.
+    state = tempfile.mkdtemp(prefix="sglbuild-reliability-trial-")
+    fresh_stages()
+    a, b = start("build", "--json", state=state), start("verify", human, "--gpu", "off", state=state)
+    ra, rb = finish(a), finish(b)
+    row(name, faults=1, inputs=2)
+    kept = reference in _records(state, "verified.json") and len(_records(state, "stages.json")) >= len(planned)
+    if ra.returncode != 0 or rb.returncode not in (0, 1) or not kept:
+        findings.append(f"build and verify at once: exits {ra.returncode}, {rb.returncode}; records kept {kept}: "
+                        f"{(ra.stderr + rb.stderr).strip()[-300:]}")
+        row(name, bad_lines=1)
+    print(f"  build and verify at once: exits {ra.returncode}, {rb.returncode}; records kept {kept}", flush=True)
+
+    # gc while a build runs: gc refuses in one line (exit 3), the build finishes with the reference image.
+    state = tempfile.mkdtemp(prefix="sglbuild-reliability-trial-")
+    fresh_stages()
+    a = start("build", state=state)
+    for line in a.stderr:
+        if re.search(r"^\s+\w+\s+building", line):
+            break
+    gc = sglbuild(project, "gc", state=state)
+    rest_out, rest_err = a.communicate(timeout=1800)
+    row(name, faults=1, inputs=1)
+    tagged = client.images.get(human).id
+    if not one_line_error(gc, 3) or a.returncode != 0 or tagged != reference:
+        findings.append(f"gc while a build runs: gc exit {gc.returncode} ({gc.stderr.strip()[-150:]}); build exit {a.returncode}; "
+                        f"{human} names {tagged[:19]}")
+        row(name, bad_lines=1)
+    print(f"  gc while a build runs: gc exit {gc.returncode} ({gc.stderr.strip()[:90]}); build exit {a.returncode}, "
+          f"same image {tagged == reference}", flush=True)
+
+    # A wheel truncated after fetch verified it: the build refuses it by its hash, no step starts.
+    wheel = sorted((project / "wheels").glob("sgltest_app-*.whl"))[0]
+    original = wheel.read_bytes()
+    wheel.write_bytes(original[: len(original) // 2])
+    try:
+        r = sglbuild(project, "build", "--no-cache")
+    finally:
+        wheel.write_bytes(original)
+    row(name, faults=1, inputs=1)
+    if not one_line_error(r, 5) or re.search(r"^\s+\w+\s+building", r.stderr, re.M):
+        findings.append(f"truncated wheel: exit {r.returncode}: {r.stderr.strip()[-200:]}")
+        row(name, bad_lines=1)
+    print(f"  {wheel.name} truncated: exit {r.returncode}: {(r.stderr.strip().splitlines() or [''])[-1][:150]}", flush=True)
+
+
+def interrupt_faults(project: Path) -> None:
+    """Ctrl-C (SIGINT) during lock and during fetch: the lock file is as before or complete, never half-written; every
+    wheel in the wheelhouse is whole (its lock hash) or a resumable .part; the command says one line."""
+    from builder.inputs.hashing import sha256_file
+    from builder.inputs.lockfile import read_lock_file
+
+    name = "Ctrl-C"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    lock_path = next((project / "locks").glob("*.lock.json"))
+    before = lock_path.read_bytes()
+    for delay in (0.5, 1.5, 3.0):
+        proc = subprocess.Popen([sys.executable, "-m", "builder.cli", "lock", "--update"], cwd=project, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+        row(name, faults=1, inputs=1)
+        now = lock_path.read_bytes()
+        try:
+            json.loads(now)
+            whole = True
+        except ValueError:
+            whole = False
+        if not whole or (proc.returncode != 0 and now != before) or "Traceback" in err:
+            findings.append(f"Ctrl-C during lock after {delay} s: exit {proc.returncode}, lock whole {whole}, changed {now != before}")
+            row(name, bad_lines=1)
+        print(f"  Ctrl-C during lock after {delay} s: exit {proc.returncode}; lock {'as before' if now == before else 'complete, new'}; "
+              f"{(err.strip().splitlines() or [''])[-1][:110]}", flush=True)
+        lock_path.write_bytes(before)
+    lock = read_lock_file(lock_path)
+    wheels = Path(tempfile.mkdtemp(prefix="sglbuild-reliability-trial-"))
+    for delay in (0.3, 1.0):
+        proc = subprocess.Popen([sys.executable, "-m", "builder.cli", "--wheels", str(wheels), "fetch"], cwd=project, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+        row(name, faults=1, inputs=1)
+        hashes = {w.filename: w.sha256 for closure in lock.locks.values() for w in closure.wheels}
+        bad = [p.name for p in wheels.iterdir() if p.suffix == ".whl" and p.name in hashes and sha256_file(p) != hashes[p.name]]
+        if bad or "Traceback" in err or (proc.returncode != 0 and len([ln for ln in err.splitlines() if ln.startswith("sglbuild: error:")]) != 1):
+            findings.append(f"Ctrl-C during fetch after {delay} s: exit {proc.returncode}, half-written {bad}: {err.strip()[-200:]}")
+            row(name, bad_lines=1)
+        print(f"  Ctrl-C during fetch after {delay} s: exit {proc.returncode}; half-written wheels {len(bad)}", flush=True)
+    r = sglbuild(project, "--wheels", str(wheels), "fetch")
+    if r.returncode != 0:
+        findings.append(f"fetch after Ctrl-C: exit {r.returncode}: {r.stderr.strip()[-200:]}")
+    print(f"  the same fetch again: exit {r.returncode}", flush=True)
+    shutil.rmtree(wheels, ignore_errors=True)
+
+
 SECOND = "unix:///var/lib/sglbuild-engine26/rootfs/run/dsock/docker.sock"
 
 
@@ -406,22 +551,25 @@ def engine_faults(project: Path) -> None:
 def main() -> None:
     import docker
 
-    from support import TEST_IMAGE, UV_VERSION, small_project  # the suite's small real target
+    from support import TEST_IMAGE, small_project, uv_wheel_for  # the suite's small real target and its helpers
 
     work = Path(tempfile.mkdtemp(prefix="sglbuild-reliability-"))
-    uv = _uv_wheel(UV_VERSION)
+    uv = uv_wheel_for("x86_64")  # the suite's cache holds each machine's uv wheel: this engine's
     so = _sm120_so(work)
     project, index = small_project(work, uv, so, name="reliability")
     client = docker.from_env()
     human = f"{TEST_IMAGE}:reliability"
-    parts = os.environ.get("RELIABILITY_PARTS", "fuzz,kill,faults,engine").split(",")
+    quick = "--quick" in sys.argv  # one small case of each part: the suite runs it so the bench cannot rot unseen
+    parts = os.environ.get("RELIABILITY_PARTS", "fuzz,kill,faults,together,interrupt,engine" if not quick else "fuzz,interrupt").split(",")
     try:
         if "fuzz" in parts:
             t0 = time.monotonic()
-            fuzz(project, int(os.environ.get("RELIABILITY_FUZZ", "1200")))
+            fuzz(project, int(os.environ.get("RELIABILITY_FUZZ", "1200" if not quick else "12")))
             print(f"fuzzing: {sum(v['inputs'] for k, v in figures.items() if k.startswith('fuzz'))} inputs "
                   f"in {time.monotonic() - t0:.0f} s", flush=True)
-        if "kill" in parts or "faults" in parts:
+        if "interrupt" in parts:
+            interrupt_faults(project)
+        if "kill" in parts or "faults" in parts or "together" in parts:
             first = sglbuild(project, "build", "--json")
             assert first.returncode == 0, first.stderr
             reference = json.loads(first.stdout)["image_id"]
@@ -429,6 +577,8 @@ def main() -> None:
                 kills(project, client, int(os.environ.get("RELIABILITY_KILLS", "12")), human, reference)
             if "faults" in parts:
                 faults(project, client, human, reference)
+            if "together" in parts:
+                concurrency_faults(project, client, human, reference)
         if "engine" in parts:
             engine_faults(project)
     finally:
@@ -450,19 +600,6 @@ def main() -> None:
     (ROOT / "out").mkdir(exist_ok=True)
     (ROOT / "out" / "reliability.json").write_text(json.dumps({"figures": figures, "findings": findings}, indent=2))
     sys.exit(1 if findings else 0)
-
-
-def _uv_wheel(version: str) -> Path:
-    from support import CACHE
-
-    d = CACHE / "uv"
-    found = sorted(d.glob(f"uv-{version}-*.whl"))
-    if not found:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--isolated", "--quiet", "--no-deps", "--only-binary=:all:",
-                        "--platform", "manylinux_2_17_x86_64", "--python-version", "3.11", "--index-url",
-                        "https://pypi.org/simple", "-d", str(d), f"uv=={version}"], check=True)
-        found = sorted(d.glob(f"uv-{version}-*.whl"))
-    return found[0]
 
 
 def _sm120_so(work: Path) -> bytes:

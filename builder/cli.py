@@ -516,7 +516,14 @@ def serve(ctx: Context, image_or_target: str | None, sglang_flags: tuple[str, ..
 
 
 def main() -> None:
-    cli(prog_name="sglbuild")
+    import signal
+
+    try:
+        cli(prog_name="sglbuild")
+    finally:
+        # The command has ended and said so: a Ctrl-C while Python joins its threads at exit has nothing left to stop,
+        # so it is ignored and the exit code stays the command's (not a signal's, with no line).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 if __name__ == "__main__":  # pragma: no cover

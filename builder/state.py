@@ -70,9 +70,51 @@ def engine_lock(where: str, exclusive: bool = False) -> Iterator[None]:
                 raise EnvironmentProblem("a build is running on this machine", "run 'sglbuild gc' when it has finished") from None
             fcntl.flock(f, fcntl.LOCK_SH)  # another build holds it shared, or gc for a moment: wait
         try:
-            yield
+            if exclusive:
+                yield
+            else:
+                with _present(path.with_suffix(".builds")):
+                    yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+_MINE: set[Path] = set()
+
+
+@contextmanager
+def _present(builds: Path) -> Iterator[None]:
+    """This build's own locked file among the engine's running builds (see :func:`alone`)."""
+    builds.mkdir(mode=0o777, exist_ok=True)
+    mine = builds / f"{os.getpid()}-{id(builds)}"
+    with open(mine, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        _MINE.add(mine)
+        try:
+            yield
+        finally:
+            _MINE.discard(mine)
+            mine.unlink(missing_ok=True)
+
+
+def alone(where: str) -> bool:
+    """No other build runs on the engine at WHERE now: a stage image this build replaced may go at once. (Another
+    build may still be about to use it as a parent; if one runs, the image is left for gc, which waits for none.)"""
+    import hashlib
+
+    builds = Path(tempfile.gettempdir()) / f"sglbuild-engine-{hashlib.sha256(where.encode()).hexdigest()[:16]}.builds"
+    for other in builds.glob("*") if builds.is_dir() else []:
+        if other in _MINE:
+            continue
+        try:
+            with open(other) as f:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # got it: a build killed before it could remove its file
+            other.unlink(missing_ok=True)
+        except BlockingIOError:
+            return False
+        except FileNotFoundError:
+            continue
+    return True
 
 
 def atomic_copy(source: Path, path: Path) -> None:

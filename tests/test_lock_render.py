@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import dataclasses
 
 import pytest
@@ -52,6 +54,15 @@ def test_missing_and_malformed_lock(profile):
         parse_lock('{\n "version": 1,\n "target": \n}', "lock.json")
     with pytest.raises(LockError, match=r"malformed lock \(KeyError"):
         parse_lock('{"version": 1}', "lock.json")
+    # A wheel's hash nulled or shortened by hand (found by the reliability run's fuzzer: a traceback when the lock was
+    # written out as pylock.toml): a malformed lock, one line.
+    good = json.loads(fixture_lock(t).to_json())
+    for bad in (None, 7, "abc"):
+        data = json.loads(json.dumps(good))
+        data["wheels"][0]["sha256"] = bad
+        with pytest.raises(LockError, match=r"malformed lock \(ValueError: wheel .*sha256"):
+            parse_lock(json.dumps(data), "lock.json")
+    assert parse_lock(json.dumps(good), "lock.json").wheels[0].sha256 == good["wheels"][0]["sha256"]
 
 
 def test_render_pins_every_wheel_by_hash_and_never_copies_wheels(profile):

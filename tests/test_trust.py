@@ -258,3 +258,27 @@ def test_two_processes_recording_at_once_lose_nothing(tmp_path, record):
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     name = {"record_stage": "stages.json", "record_verified": "verified.json", "record_push": "pushes.json"}[record]
     assert len(json.loads((tmp_path / name).read_text())) == 300
+
+
+def test_a_build_drops_the_stage_image_it_replaced_only_when_no_other_build_runs(tmp_path):
+    """Two builds of one stage at once: the second's retag must not remove the image the first is building on."""
+    import sys
+    import uuid
+
+    from builder.state import alone, engine_lock
+
+    where = f"unix:///test-{uuid.uuid4().hex}.sock"  # an engine address of this test's own
+    assert alone(where)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from builder.state import engine_lock\n"
+                               f"with engine_lock({where!r}):\n    print('in', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert holder.stdout.readline().strip() == "in"
+        with engine_lock(where):
+            assert not alone(where)  # another build holds its place
+        holder.kill()  # kill -9: the kernel releases its lock; its file is stale
+        holder.wait()
+        with engine_lock(where):
+            assert alone(where)
+    finally:
+        holder.kill()

@@ -11,6 +11,7 @@ import docker.errors
 
 from ..contracts import LABEL_MANAGED
 from ..errors import DiskFull, EngineError, ImageNotFound, NetworkError
+from ..state import alone
 from .guard import guard
 from .archives import canonical, digest_of, legacy_archive, oci_layout_archive
 from .records import ImageRecord
@@ -57,7 +58,8 @@ class Images:
         if previous is None or previous.id == image_id:
             return
         now = self.find(previous.id)
-        if now is not None and not now.tags and now.labels.get(LABEL_MANAGED):
+        # Another build of the same stage may be about to use it as a parent: then gc removes it, once no build runs.
+        if now is not None and not now.tags and now.labels.get(LABEL_MANAGED) and alone(self.engine.where):
             # Refused while a child image still uses it; the last stage's removal takes its untagged parents.
             self.untag_or_remove(previous.id)
 

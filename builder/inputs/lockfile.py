@@ -215,6 +215,20 @@ def parse_lock_file(text: str, source: str) -> LockFile:
         raise LockError(f"{source}: malformed lock ({type(exc).__name__}: {exc})", "re-create it with 'sglbuild lock'") from None
 
 
+def _wheel(w: dict[str, Any]) -> Wheel:
+    """One wheel's entry, its fields of the types the rest of sglbuild writes them with (a hand-edited lock's null or
+    number is a malformed lock here, not an error deep in a later step)."""
+    wheel = Wheel(**{**w, "requires": tuple(w.get("requires", ()))})
+    for name in ("name", "version", "filename", "sha256", "stage"):
+        if not isinstance(getattr(wheel, name), str):
+            raise ValueError(f"wheel {w.get('filename', '?')}: {name} is {getattr(wheel, name)!r}, not a string")
+    if len(wheel.sha256) != 64 or any(c not in "0123456789abcdef" for c in wheel.sha256):
+        raise ValueError(f"wheel {wheel.filename}: sha256 {wheel.sha256!r} is not 64 hex digits")
+    if not all(isinstance(r, str) for r in wheel.requires) or not isinstance(wheel.url, (str, type(None))):
+        raise ValueError(f"wheel {wheel.filename}: requires or url of the wrong type")
+    return wheel
+
+
 def _closure(data: dict[str, Any], target: str, inputs: str, platform: str) -> Lock:
     return Lock(
         target=target,
@@ -223,7 +237,7 @@ def _closure(data: dict[str, Any], target: str, inputs: str, platform: str) -> L
         debian=dict(data["debian"]),
         base_image=data.get("base_image"),
         passed_over=tuple(str(x) for x in data.get("passed_over", ())),
-        wheels=[Wheel(**{**w, "requires": tuple(w.get("requires", ()))}) for w in data["wheels"]],
+        wheels=[_wheel(w) for w in data["wheels"]],
         debs=[Deb(**d) for d in data.get("debs", ())],
         platform_name=platform,
     )
