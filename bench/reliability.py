@@ -494,6 +494,13 @@ def interrupt_faults(project: Path) -> None:
 SECOND = "unix:///var/lib/sglbuild-engine26/rootfs/run/dsock/docker.sock"
 
 
+def _statuses(r: subprocess.CompletedProcess) -> dict:
+    try:
+        return {(c["id"], c.get("arch")): c["status"] for c in json.loads(r.stdout)["checks"]}
+    except (ValueError, KeyError):
+        return {}
+
+
 def engine_faults(project: Path) -> None:
     """The second engine (ci/engine.sh) stopped in the middle of a build and of a verify, then started again."""
     name = "engine stopped"
@@ -508,7 +515,10 @@ def engine_faults(project: Path) -> None:
         return
     reference = json.loads(first.stdout)["image_id"]
     human = json.loads(first.stdout)["tag"]
-    for args, when in ((["build", "--no-cache"], re.compile(r"^\s+\w+\s+building")), (["verify", human, "--gpu", "off"], None)):
+    reference_verdict = subprocess.run([sys.executable, "-m", "builder.cli", "verify", human, "--gpu", "off", "--format", "json"],
+                                       cwd=project, env=env, capture_output=True, text=True)
+    # verify --fresh: the probe runs again (an earlier answer for the same content would need no container to stop).
+    for args, when in ((["build", "--no-cache"], re.compile(r"^\s+\w+\s+building")), (["verify", human, "--gpu", "off", "--fresh"], None)):
         proc = subprocess.Popen([sys.executable, "-m", "builder.cli", *args], cwd=project, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if when is not None:
@@ -539,6 +549,15 @@ def engine_faults(project: Path) -> None:
         if client.images.get(human).id != reference:
             row(name, bad_tags=1)
             findings.append(f"engine stopped during {args[0]}: {human} moved")
+        if args[0] == "verify":  # the engine restarted during the probe: the next verify gives the same verdict
+            verdict = subprocess.run([sys.executable, "-m", "builder.cli", "verify", human, "--gpu", "off", "--format", "json"],
+                                     cwd=project, env=env, capture_output=True, text=True)
+            same = verdict.returncode == reference_verdict.returncode and _statuses(verdict) == _statuses(reference_verdict)
+            row(name, inputs=1)
+            if not same:
+                findings.append(f"engine restarted during a probe: the next verify differs (exit {verdict.returncode}): "
+                                f"{verdict.stderr.strip()[-200:]}")
+            print(f"  verify after the restart: exit {verdict.returncode}, {'the same verdict' if same else 'ANOTHER verdict'}", flush=True)
         again = subprocess.run([sys.executable, "-m", "builder.cli", "build", "--json"], cwd=project, env=env, capture_output=True, text=True)
         if again.returncode != 0 or json.loads(again.stdout)["image_id"] != reference:
             findings.append(f"engine stopped during {args[0]}: the next build did not give the same image ({again.stderr.strip()[-200:]})")

@@ -8,21 +8,33 @@ sglbuild talks to the engine, and here once more as a last net.
 
 from __future__ import annotations
 
-import functools
-import json
+import os
 import signal
 import sys
-from dataclasses import asdict
-from pathlib import Path
-from typing import Any, Callable
 
-import click
 
-from . import __version__
-from .check.server import PRESETS
-from .errors import ExitCode, SglbuildError, VerifyFailed
-from .inputs.profile import DEFAULT_PROFILE, Profile, Target, load_profile
-from .ui import Reporter
+def _interrupted_while_loading(signum: int, frame: object) -> None:
+    """Ctrl-C while sglbuild is still loading its modules: no command has begun, so there is nothing to undo."""
+    sys.stderr.write("sglbuild: error: interrupted before the command began; nothing was changed\n")
+    os._exit(130)  # ExitCode.INTERRUPTED, not imported yet
+
+
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "sglbuild":  # run as the program, not imported by a test
+    signal.signal(signal.SIGINT, _interrupted_while_loading)  # until main(): a traceback from an import is not one line
+
+import functools  # noqa: E402
+import json  # noqa: E402
+from dataclasses import asdict  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Callable  # noqa: E402
+
+import click  # noqa: E402
+
+from . import __version__  # noqa: E402
+from .check.server import PRESETS  # noqa: E402
+from .errors import ExitCode, SglbuildError, VerifyFailed  # noqa: E402
+from .inputs.profile import DEFAULT_PROFILE, Profile, Target, load_profile  # noqa: E402
+from .ui import Reporter  # noqa: E402
 
 # Each command imports the steps it runs: `sglbuild archs FILE` should not pay for docker-py,
 # and `sglbuild lock --check` not for the SBOM library.
@@ -518,6 +530,7 @@ def serve(ctx: Context, image_or_target: str | None, sglang_flags: tuple[str, ..
 def main() -> None:
     import signal
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # loaded: Ctrl-C now undoes what the command began
     try:
         cli(prog_name="sglbuild")
     finally:

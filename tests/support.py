@@ -264,9 +264,10 @@ source_date_epoch = 1758153600"""
 
 def small_profile(index_url: str, *, name: str = "smalltest", app_version: str = "1.0", smoke: list[str] | None = None,
                   tools: bool = True, extra: str = "", native: bool = True, registry_base: bool = False,
-                  platforms: dict[str, list[str]] | None = None) -> str:
+                  platforms: dict[str, list[str]] | None = None, bytecode: bool = True) -> str:
     """A small real target; ``registry_base`` declares a registry base instead (lock then needs no mirror);
-    ``platforms`` declares [platforms] (an image per platform) instead of gpu_arch = "sm_120"."""
+    ``platforms`` declares [platforms] (an image per platform) instead of gpu_arch = "sm_120"; ``bytecode``: its
+    wheels installed with byte-code, as the real targets are."""
     smoke = smoke if smoke is not None else ["python -c 'import sgltest_app, sgltest_kernel; print(sgltest_app.__version__)'"]
     smoke_toml = "[" + ", ".join(repr(s).replace("'", '"') if "'" not in s else '"' + s.replace('"', '\\"') + '"' for s in smoke) + "]"
     tools_toml = f'tools = ["uv=={UV_VERSION}"]' if tools else ""
@@ -288,6 +289,7 @@ smoke = {smoke_toml}
 [targets.{name}.python]
 index = "{index_url}"
 {tools_toml}
+compile_bytecode = {"true" if bytecode else "false"}
 
 [[targets.{name}.stage]]
 name = "torch"

@@ -315,3 +315,34 @@ def engine_has_no(client, image_id: str) -> bool:
     except docker.errors.ImageNotFound:
         return True
     return False
+
+
+BYTECODE = """
+import importlib.util, json, pathlib, sys
+site = pathlib.Path(sys.prefix, 'lib', f'python{sys.version_info[0]}.{sys.version_info[1]}', 'site-packages')
+missing, flags = [], {}
+for py in site.rglob('*.py'):
+    pyc = pathlib.Path(importlib.util.cache_from_source(str(py)))
+    if not pyc.exists():
+        missing.append(str(py))
+        continue
+    kind = int.from_bytes(pyc.read_bytes()[4:8], 'little')  # PEP 552: 0 timestamp, 1 unchecked hash, 3 checked hash
+    flags[kind] = flags.get(kind, 0) + 1
+print(json.dumps({'missing': missing[:5], 'flags': flags}))
+"""
+
+
+def test_every_module_carries_hash_checked_byte_code_and_a_fresh_container_writes_none(env):
+    """compile_bytecode: a .pyc beside every module the wheels installed, hash-checked (PEP 552: valid whatever time
+    the files carry, and the same bytes every build); importing in a new container compiles nothing."""
+    client = env["client"]
+    found = json.loads(client.containers.run(HUMAN, ["python", "-c", BYTECODE], entrypoint=[], remove=True, network_disabled=True))
+    assert found["missing"] == [] and set(found["flags"]) == {"3"} and found["flags"]["3"] > 100, found
+    c = client.containers.create(HUMAN, ["python", "-c", "import sgltest_app, sgltest_kernel, pip"], entrypoint=[], network_disabled=True)
+    try:
+        c.start()
+        assert c.wait(timeout=120)["StatusCode"] == 0
+        written = [d["Path"] for d in client.api.diff(c.id) if d["Path"].endswith(".pyc")]
+        assert written == []  # no byte-code compiled at import
+    finally:
+        c.remove(force=True)

@@ -28,6 +28,7 @@ source_date_epoch = 1758153600
 [targets.twin.python]
 index = "http://x/simple"
 tools = ["uv==0.13.9"]
+compile_bytecode = true
 
 [[targets.twin.stage]]
 name = "torch"
