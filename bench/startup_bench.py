@@ -39,12 +39,32 @@ MODULES = ("torch", "sglang.srt.entrypoints.http_server")
 STUB_DIR = "/usr/local/lib/sglbuild-bench-stub"
 
 
-def stub_libcuda(directory: Path) -> Path:
-    """A libcuda.so.1 whose functions return CUDA_ERROR_NO_DEVICE: what sgl_kernel's import needs to load."""
+def stub_libcuda(engine, image: str, directory: Path) -> Path:
+    """A libcuda.so.1 defining every driver function the image's sgl_kernel libraries link against, each returning
+    CUDA_ERROR_NO_DEVICE (as CUDA's link stub): what their import needs to load, with no GPU here."""
+    import io
+    import tarfile
+
+    container = engine.client.containers.create(image, ["true"], entrypoint=[])
+    try:
+        bits, _ = container.get_archive(f"{site_packages(engine, image)}/sgl_kernel")
+        tarfile.open(fileobj=io.BytesIO(b"".join(bits))).extractall(directory / "image", filter="data")
+    finally:
+        container.remove(force=True)
+    wanted = set()
+    for so in (directory / "image").rglob("*.so"):
+        out = subprocess.run(["nm", "-D", "--undefined-only", str(so)], capture_output=True, text=True).stdout
+        wanted |= {line.split()[-1].split("@")[0] for line in out.splitlines() if line.split()[-1].startswith("cu")}
+    source = "".join(f"int {name}(void) {{ return 100; }}\n" for name in sorted(wanted))
     path = directory / "libcuda.so.1"
-    subprocess.run(["gcc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", str(path), "-x", "c", "-"],
-                   input=b"int cuInit(unsigned f){return 100;} int cuDriverGetVersion(int* v){*v=0; return 100;}\n", check=True)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", str(path), "-x", "c", "-"], input=source.encode(), check=True)
     return path
+
+
+def site_packages(engine, image: str) -> str:
+    out = engine.client.containers.run(image, ["python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                       entrypoint=[], remove=True, network_disabled=True)
+    return out.decode().strip()
 
 
 def imports(engine, image: str, module: str, stub: Path) -> tuple[float, float]:
@@ -66,7 +86,6 @@ def main() -> None:
     reporter = Reporter(quiet=True)
     fetch(lock, wheels, reporter)
     engine = connect()
-    stub = stub_libcuda(Path(tempfile.mkdtemp(prefix="sglbuild-bench-stub-")))
     results: dict[str, dict] = {}
     for mode, on in (("byte-code", True), ("no byte-code", False)):
         repo = f"sglbuild-bench/{'bytecode' if on else 'no-bytecode'}"
@@ -76,6 +95,7 @@ def main() -> None:
                                        derive=lambda p, image: evidence.complete(engine, p, image, reporter, fresh=True))
             image = f"{repo}:final"
             engine.images.tag(built.image_id, image)
+            stub = stub_libcuda(engine, image, Path(tempfile.mkdtemp(prefix="sglbuild-bench-stub-")))
             imports(engine, image, "torch", stub)  # the page cache warmed: every measured run reads the same way
             row: dict = {"image_id": built.image_id, "size": engine.images.get(image).size, "build_s": built.seconds}
             for module in MODULES:
