@@ -342,7 +342,7 @@ def test_every_module_carries_hash_checked_byte_code_and_a_fresh_container_write
     try:
         c.start()
         assert c.wait(timeout=120)["StatusCode"] == 0
-        written = [d["Path"] for d in client.api.diff(c.id) if d["Path"].endswith(".pyc")]
+        written = [d["Path"] for d in client.api.diff(c.id) or [] if d["Path"].endswith(".pyc")]
         assert written == []  # no byte-code compiled at import
     finally:
         c.remove(force=True)

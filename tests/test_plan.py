@@ -108,9 +108,9 @@ def test_plan_command_without_an_engine_still_shows_keys(profile, tmp_path):
 # The default image's stage keys: a stage key is the sha256 of the Dockerfile text it builds, so equal keys mean
 # the same steps over the same inputs, which give the same layers (9082be2e, d31dc78b, c1f69782, 92b1f2c3, 6f587faa,
 # 7fd1f8ab). A change to the template, the helpers or the plan that would change the default image changes one.
-DEFAULT_KEYS = {"base": "fb3504777aa11f54", "system": "6cf7c60b862c9d6c", "torch": "655ac79b6262e79f",
-                "kernel": "3c963b82086389fe", "sglang": "385addc6690dba51", "final": "64730fc0b0b0f4a2"}
-DEFAULT_LAYERS = ["9082be2e", "d31dc78b", "c1f69782", "92b1f2c3", "6f587faa", "7fd1f8ab"]
+DEFAULT_KEYS = {"base": "fb3504777aa11f54", "system": "6cf7c60b862c9d6c", "torch": "187fb744f41ac55d",
+                "kernel": "94fc2f51272f6c4c", "sglang": "0f90b8966186abf5", "final": "1b25bd245c87c8eb"}
+DEFAULT_LAYERS = ["9082be2e", "d31dc78b", "0b8d2cf4", "691835c6", "ea74ca4f", "5a3133b0"]
 
 
 def test_the_default_images_stage_keys_stay():
