@@ -593,3 +593,9 @@ class RefusingRegistry:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def engine_tags(client) -> list[str]:
+    """Every tag on the engine, from its own list (docker-py's images.list() inspects each image, and fails when another
+    worker removes one meanwhile)."""
+    return [t for summary in client.api.images() for t in summary.get("RepoTags") or () if t != "<none>:<none>"]

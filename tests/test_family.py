@@ -23,7 +23,7 @@ from builder.contracts import ATTESTATION_ARTIFACT, DSSE_MEDIA_TYPE, PREDICATE_V
 from builder.oci import Registry, referrers_tag
 from builder.sign import envelope, load_private
 from builder.ship.attest import statement
-from support import MULTI, TEST_IMAGE, RefusingRegistry, run_cli
+from support import MULTI, TEST_IMAGE, RefusingRegistry, engine_tags, run_cli
 
 pytestmark = pytest.mark.engine
 
@@ -91,7 +91,7 @@ def test_the_gate_refuses_a_platforms_image_that_lacks_a_declared_architecture(m
         r = run_cli("build", "--platform", "linux/amd64", cwd=project)
         assert r.returncode == 1, r.stderr
         assert re.search(r"verify failed: GPU code: sgltest_kernel/common_ops.so has no sm_100 SASS", r.stderr.splitlines()[-1])
-        tags = {t for i in multi["client"].images.list() for t in i.tags}
+        tags = set(engine_tags(multi["client"]))
         assert f"{TEST_IMAGE}:gatetest-amd64" not in tags and f"{TEST_IMAGE}:gatetest" not in tags
     finally:
         profile.write_text(text)
@@ -110,7 +110,9 @@ def test_one_index_is_pushed_and_each_platform_pulled_back_by_digest(multi, regi
     removed: dict[str, list[str]] = {}
     try:
         for platform, image_id in ids.items():  # a machine of each kind: none of its image here, a pull by the index's digest
-            removed[image_id] = [t for i in client.images.list() if i.id == image_id for t in i.tags]
+            # The engine's own list, not docker-py's (which inspects each image: one another worker removes meanwhile
+            # would fail the list).
+            removed[image_id] = [t for i in client.api.images() if i["Id"] == image_id for t in i.get("RepoTags") or []]
             for tag in removed[image_id]:
                 client.images.remove(tag, force=True)
             r = run_cli("verify", index_ref, "--platform", platform, "--format", "json", cwd=project)
@@ -307,7 +309,7 @@ def test_a_registry_that_refuses_the_attestations_gets_one_line_and_nothing_reco
         assert "Traceback" not in r.stderr and (pushes.read_text() if pushes.exists() else "") == before
     finally:
         proxy.stop()
-        for tag in [t for i in multi["client"].images.list() for t in i.tags if proxy.address in t]:
+        for tag in [t for t in engine_tags(multi["client"]) if proxy.address in t]:
             multi["client"].images.remove(tag)
 
 

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from support import ROOT, TEST_IMAGE, run_cli, small_project
+from support import ROOT, TEST_IMAGE, engine_tags, run_cli, small_project
 
 pytestmark = pytest.mark.engine
 
@@ -55,7 +55,6 @@ def test_pipeline_build_push_join_verify_promote(tmp_path_factory, docker_client
         assert r.returncode == 1 and "has not passed 'verify with --gpu require' in the verdicts given" in r.stderr
     finally:
         index.stop()
-        for image in docker_client.images.list():
-            for tag in image.tags:
-                if tag.startswith(repo):
-                    docker_client.images.remove(tag, force=True)
+        for tag in engine_tags(docker_client):
+            if tag.startswith(repo):
+                docker_client.images.remove(tag, force=True)
