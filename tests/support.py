@@ -503,11 +503,15 @@ def remove_left_behind(client, before: dict[str, set[str]], keep: set[str] = fro
             client.images.remove(tag, force=True)
         except docker.errors.APIError:
             pass
-    for image_id in engine_snapshot(client)["images"] - before["images"]:
-        try:
-            client.images.remove(image_id, force=True)
-        except docker.errors.APIError:
-            pass
+    for _ in range(8):  # untagged images may be each other's parents (a build's replaced stages): children go first
+        left = engine_snapshot(client)["images"] - before["images"]
+        for image_id in left:
+            try:
+                client.images.remove(image_id, force=True)
+            except docker.errors.APIError:
+                pass
+        if not left or engine_snapshot(client)["images"] - before["images"] == left:
+            break
     for name in after["networks"] - before["networks"]:
         try:
             client.networks.get(name.split("@")[1]).remove()
