@@ -503,15 +503,23 @@ def remove_left_behind(client, before: dict[str, set[str]], keep: set[str] = fro
             client.images.remove(tag, force=True)
         except docker.errors.APIError:
             pass
-    for _ in range(8):  # untagged images may be each other's parents (a build's replaced stages): children go first
-        left = engine_snapshot(client)["images"] - before["images"]
-        for image_id in left:
-            try:
-                client.images.remove(image_id, force=True)
-            except docker.errors.APIError:
-                pass
-        if not left or engine_snapshot(client)["images"] - before["images"] == left:
-            break
+    # Untagged images may be each other's parents (a replaced stage and the classic builder's steps under it), and an
+    # untagged child of one may lack the label: each goes after its untagged children.
+    children: dict[str, list[str]] = {}
+    for summary in client.api.images(all=True):
+        if summary.get("ParentId") and not [t for t in summary.get("RepoTags") or () if t != "<none>:<none>"]:
+            children.setdefault(summary["ParentId"], []).append(summary["Id"])
+
+    def remove_with_children(image_id: str, depth: int = 0) -> None:
+        for child in children.get(image_id, []) if depth < 32 else []:
+            remove_with_children(child, depth + 1)
+        try:
+            client.images.remove(image_id, force=True)
+        except docker.errors.APIError:
+            pass
+
+    for image_id in engine_snapshot(client)["images"] - before["images"]:
+        remove_with_children(image_id)
     for name in after["networks"] - before["networks"]:
         try:
             client.networks.get(name.split("@")[1]).remove()
