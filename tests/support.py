@@ -472,10 +472,13 @@ def _ours(tag: str) -> bool:
 def engine_snapshot(client) -> dict[str, set[str]]:
     """What of sglbuild's is on the engine: tags, images with its label, containers with its label, its networks (by name
     and ID: a network removed and made again under the same name is a new one)."""
-    images = client.images.list(all=True)
+    images = client.api.images()
+    # Untagged images count as left only when dangling, as gc counts them: an untagged image under a tagged one (a
+    # classic build's step under a stage a test rebuilt in place) is that image's history, not garbage.
+    dangling = client.api.images(filters={"dangling": True, "label": MANAGED})
     return {
-        "tags": {t for image in images for t in image.tags if _ours(t)},
-        "images": {image.id for image in images if (image.labels or {}).get(MANAGED) and not image.tags},
+        "tags": {t for image in images for t in image.get("RepoTags") or () if _ours(t)},
+        "images": {image["Id"] for image in dangling},
         "containers": {c.name for c in client.containers.list(all=True, filters={"label": MANAGED})},
         "networks": {f"{n.name}@{n.id[:12]}" for n in client.networks.list(filters={"label": MANAGED})},
     }

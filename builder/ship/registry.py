@@ -17,11 +17,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import json
 
 from ..check.attested import verify_attested
 from ..check.verify import verify
