@@ -45,6 +45,14 @@ def test_pipeline_build_push_join_verify_promote(tmp_path_factory, docker_client
         assert manifest_digest(registry, "sglbuild-test/pipeline", "pipelinetest") == ref.split("@")[1]
         verdict = json.loads((out / "verdict-amd64.json").read_text())
         assert verdict["passed"] and verdict["image_id"] == docker_client.images.get(f"{TEST_IMAGE}:pipelinetest").id
+        # A registry that does not answer: one line, exit 4, and no local tag left naming it.
+        import socket
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            dead = f"127.0.0.1:{sock.getsockname()[1]}/sglbuild-test/dead"
+        r = run_cli("push", f"{TEST_IMAGE}:pipelinetest", dead, cwd=project, env={"SGLBUILD_STATE": str(state)})
+        assert r.returncode == 4 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not [t for t in engine_tags(docker_client) if t.startswith(dead)]
         # push refuses an image nobody verified; promote refuses without a passing verdict, and without a GPU's.
         fresh = {"SGLBUILD_STATE": str(project / "empty-state")}
         r = run_cli("push", f"{TEST_IMAGE}:pipelinetest", repo, cwd=project, env=fresh)

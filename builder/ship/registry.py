@@ -86,14 +86,24 @@ def _attest(engine: Engine, image: ImageRecord, repo: str, digest: str, signing:
     return attach(client, name, manifest, made, signing.key)
 
 
+def _push_as(engine: Engine, image_id: str, repo: str, tag: str) -> str:
+    """IMAGE_ID pushed as REPO:TAG; its digest. The local tag the push needs goes again if the push fails."""
+    engine.images.tag(image_id, f"{repo}:{tag}")
+    try:
+        return engine.images.push(repo, tag)
+    except BaseException:
+        if len(engine.images.get(image_id).tags) > 1:  # only the tag: the image keeps its own
+            engine.images.remove(f"{repo}:{tag}")
+        raise
+
+
 def push(engine: Engine, image_ref: str, repo: str, force: bool = False, signing: Signing = Signing(), tag: str | None = None) -> Pushed:
     """IMAGE_REF pushed to REPO under TAG (default: its version label), with its attestations."""
     check_repo(repo)
     image = engine.images.get(image_ref)
     _require_verified(image_ref, image.id, force)
     tag = tag or image.labels.get(OCI_VERSION) or image.id.split(":")[1][:12]
-    engine.images.tag(image.id, f"{repo}:{tag}")
-    digest = engine.images.push(repo, tag)
+    digest = _push_as(engine, image.id, repo, tag)
     attached = _attest(engine, image, repo, digest, signing)
     pushed = Pushed(image.id, f"{repo}:{tag}", digest, attached={digest: attached})
     record_push(image.id, pushed.ref, pushed.tag)  # only now: an image whose attestations did not all land is not pushed
@@ -111,8 +121,7 @@ def push_index(engine: Engine, target: Target, repo: str, force: bool = False, s
     manifests, digests, attached = [], {}, {}
     for platform, image in images.items():
         arch = PLATFORMS[platform][2]
-        engine.images.tag(image.id, f"{repo}:{version}-{arch}")
-        digests[platform] = engine.images.push(repo, f"{version}-{arch}")
+        digests[platform] = _push_as(engine, image.id, repo, f"{version}-{arch}")
         pushed = client.manifest(name, digests[platform])
         if pushed is None:
             raise NotVerified(f"{repo}@{digests[platform]} is not in the registry after its push")
