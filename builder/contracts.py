@@ -25,6 +25,9 @@ LABEL_REQUIRE_NATIVE = "io.sglbuild.require-native"
 LABEL_UNLOADABLE = "io.sglbuild.unloadable"  # JSON: library glob -> why the target ships it unloadable (only when declared)
 LABEL_STAGE_KEY = "io.sglbuild.stage-key"  # on stage images: the key their tag names
 LABEL_LAYER_STAGES = "io.sglbuild.layer-stages"  # JSON: the stage each layer came from (images BuildKit re-issued)
+# JSON: the target's [flashinfer_aot] declaration (FlashInferAot.to_json), on images built with FlashInfer's modules ahead
+# of time (only there): what verify asks the image's FlashInfer to resolve with its JIT off.
+LABEL_FLASHINFER_AOT = "io.sglbuild.flashinfer-aot"
 LABEL_CACHE_CONTENT = "io.sglbuild.cache-content"  # on a compile-cache volume: the content key of the image it serves
 OCI_TITLE = "org.opencontainers.image.title"
 OCI_DESCRIPTION = "org.opencontainers.image.description"
@@ -68,6 +71,7 @@ CACHE_VARIABLES = {
 SERVED_LOCK = "sglbuild/lock.json"
 SERVED_SBOM = "sglbuild/sbom.cdx.json"
 SERVED_ENTRYPOINT = "sglbuild/entrypoint"
+SERVED_AOT_SCRIPT = "sglbuild/flashinfer_aot.py"  # builder/probe/flashinfer_aot.py, for the flashinfer-aot stage
 # On BuildKit a step has no network: sglbuild's helper serves the bind-mounted wheelhouse on the step's own
 # loopback, on this port (a network namespace of its own, so nothing else can hold it).
 BUILDKIT_WHEELHOUSE_PORT = 9999
@@ -86,8 +90,10 @@ BESIDE_WHEELHOUSE = ("served", "bench")
 # -- stages -----------------------------------------------------------------------------------------
 HISTORY_PREFIX = "sglbuild: "  # each layer's history entry in a normalized image: "sglbuild: STAGE"
 STAGE_SYSTEM, STAGE_WHEELS, STAGE_FINAL = "system", "wheels", "final"  # stage kinds
+STAGE_AOT = "flashinfer-aot"  # a stage kind and its name: FlashInfer's modules compiled ahead of time ([flashinfer_aot])
+AOT_WORKSPACE = "/tmp/sglbuild-aot"  # where that stage compiles (removed with the step's /tmp/sglbuild-*)
 TOOLS = "tools"  # the lock's name for build tools (uv), which no image keeps
-RESERVED_STAGE_NAMES = frozenset({"base", STAGE_SYSTEM, STAGE_FINAL, TOOLS})
+RESERVED_STAGE_NAMES = frozenset({"base", STAGE_SYSTEM, STAGE_FINAL, STAGE_AOT, TOOLS})
 BASE_REPO = "sglbuild/base"
 STAGE_REPO = "sglbuild/stage"
 # The test suite's cache: each base and stage image it keeps between runs has a second tag here (gc lists them and keeps
@@ -123,7 +129,7 @@ ATTESTATION_ARTIFACT = IN_TOTO  # the referrer's artifactType
 DSSE_MEDIA_TYPE = "application/vnd.dsse.envelope.v1+json"  # its one layer
 PREDICATE_ANNOTATION = "in-toto.io/predicate-type"
 SIGNER_ANNOTATION = "io.sglbuild.signed-by"  # the key ID, a hint; the signature decides
-PROBE_VERSION = 7  # bumped when a reply's shape changes
+PROBE_VERSION = 8  # bumped when a reply's shape changes
 
 
 @dataclass
@@ -232,6 +238,16 @@ class JitAnswer:
 
 
 @dataclass
+class AotModule:
+    """One declared FlashInfer module, as the image's FlashInfer resolves it with its JIT turned off."""
+
+    kind: str  # decode | prefill | page | sampling
+    name: str  # FlashInfer's own name for it (its URI)
+    path: Optional[str]  # the prebuilt file FlashInfer loads; None: it would compile at first use
+    sass: List[str] = field(default_factory=list)  # that file's SASS, read by the fatbin reader
+
+
+@dataclass
 class StaticReply:
     """Everything verify's static checks read, from one run of the probe inside the image."""
 
@@ -253,6 +269,16 @@ class StaticReply:
     # Per target architecture: the attention and sampling backends the image's SGLang picks itself for what the flags
     # leave unset ({"attention_backend", "sampling_backend", "via"} or {"error"}); None without SGLang or targets.
     defaults: Optional[Dict[str, Dict[str, Any]]] = None
+    # The declared FlashInfer modules (LABEL_FLASHINFER_AOT), each resolved by the image's FlashInfer with its JIT off;
+    # None: none declared. An Outcome's error where FlashInfer could not answer.
+    flashinfer_aot: Optional[Outcome] = None
+
+    @property
+    def aot_modules(self) -> Optional[List[AotModule]]:
+        """flashinfer_aot's modules, typed (None: none declared, or FlashInfer could not say)."""
+        if self.flashinfer_aot is None or not self.flashinfer_aot.ok:
+            return None
+        return [AotModule(m["kind"], m["name"], m.get("path"), list(m.get("sass") or [])) for m in self.flashinfer_aot.value]
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -278,6 +304,7 @@ class StaticReply:
             lock=d["lock"],
             driver=d.get("driver"),
             defaults=d.get("defaults"),
+            flashinfer_aot=Outcome.from_dict(d.get("flashinfer_aot")),
         )
 
 

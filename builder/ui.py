@@ -26,7 +26,7 @@ class Reporter:
         """One line per pipeline step or stage: 'stage torch   built   41.2 s  sglbuild/...'."""
         if not self.quiet:
             colour = {"reused": "cyan", "built": "green", "failed": "red", "tagged": "green"}.get(status, "white")
-            self.console.print(f"  {name:<10} [{colour}]{status:<8}[/{colour}] {detail}", soft_wrap=True)
+            self.console.print(f"  {name:<14} [{colour}]{status:<8}[/{colour}] {detail}", soft_wrap=True)
 
     def build_line(self, line: str) -> None:
         """One line of the engine's build output (with --verbose, or the last ones of a failed step)."""

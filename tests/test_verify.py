@@ -264,6 +264,7 @@ def test_compile_caches_are_one_volume_per_image_content(good, engine):
         made.append(other.name)
         assert new and other.name != first.name  # another image's content never reads these
         r = run_cli("doctor", GOOD, "--json", cwd=good["project"])
+        assert r.stdout.startswith("{"), r.stderr
         line = next(c for c in json.loads(r.stdout)["checks"] if c["id"] == "cache-volume")
         assert f"serve would use volume {first.name} (" in line["detail"] and " MB of kept compiles" in line["detail"]
     finally:

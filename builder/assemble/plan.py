@@ -18,14 +18,17 @@ import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cached_property
+from pathlib import Path
 
 from .. import __version__
 from ..contracts import (
+    AOT_WORKSPACE,
     BASE_REPO,
     BUILDKIT_WHEELHOUSE_PORT,
     DEFAULT_PLATFORM,
     ENTRYPOINT_IN_IMAGE,
     IN_IMAGE_DIR,
+    LABEL_FLASHINFER_AOT,
     LABEL_GPU_ARCH,
     LABEL_LOCK_DIGEST,
     LABEL_REQUIRE_NATIVE, LABEL_UNLOADABLE,
@@ -41,9 +44,11 @@ from ..contracts import (
     OCI_TITLE,
     OCI_VERSION,
     SBOM_IN_IMAGE,
+    SERVED_AOT_SCRIPT,
     SERVED_ENTRYPOINT,
     SERVED_LOCK,
     SERVED_SBOM,
+    STAGE_AOT,
     STAGE_FINAL,
     STAGE_REPO,
     STAGE_SYSTEM,
@@ -63,11 +68,14 @@ from .render import render_dockerfile, render_entrypoint
 @dataclass(frozen=True)
 class StageSpec:
     name: str
-    kind: str  # contracts.STAGE_SYSTEM | STAGE_WHEELS | STAGE_FINAL
+    kind: str  # contracts.STAGE_SYSTEM | STAGE_WHEELS | STAGE_AOT | STAGE_FINAL
     parent: str  # the image it builds FROM: the base, or the previous stage's tag (its name in the whole file)
     wheels: tuple[Wheel, ...] = ()
     debs: tuple[Deb, ...] = ()  # Debian packages it installs first
     cuda_home: str | None = None  # where it lays out a CUDA toolkit from the venv's NVIDIA wheels
+    aot: str = ""  # STAGE_AOT: the declaration (FlashInferAot.to_json) it compiles
+    archs: tuple[str, ...] = ()  # STAGE_AOT: for these GPU architectures
+    script: ServedFile | None = None  # STAGE_AOT: the code that compiles them (served, checked by sha256)
 
 
 @dataclass(frozen=True)
@@ -126,7 +134,8 @@ class Plan:
         spec = replace(stage_specs(self.target, self.lock)[-1], parent=self.stages[-1].tag)
         final = _planned(values, spec, self.repo)
         return replace(self, stages=(*self.stages, final), labels=labels(self.target, self.lock, self.revision, flags),
-                       serve_flags=flags, served=(*final_files, self.served[-1]), values=values, awaiting_evidence=False)
+                       serve_flags=flags, served=(*final_files, *self.served[len(_final_files(self.lock, self.sbom, self.serve_flags)):]),
+                       values=values, awaiting_evidence=False)
 
     @property
     def final(self) -> PlannedStage:
@@ -186,11 +195,29 @@ class Plan:
 
 
 def stage_specs(target: Target, lock: Lock) -> list[StageSpec]:
-    """The build's stages in order: system, one per [[stage]], final (parents filled in by make_plan)."""
+    """The build's stages in order: system, one per [[stage]], FlashInfer's modules where declared for this platform,
+    final (parents filled in by make_plan)."""
     specs = [StageSpec(STAGE_SYSTEM, STAGE_SYSTEM, "")]
     specs += [StageSpec(s.name, STAGE_WHEELS, "", tuple(lock.stage_wheels(s.name)), tuple(lock.stage_debs(s.name)), s.cuda_home)
               for s in target.stages]
+    if aot_declared(target, lock):
+        specs.append(StageSpec(STAGE_AOT, STAGE_AOT, "", aot=target.flashinfer_aot.to_json(), archs=target.archs(lock.platform_name),
+                               script=aot_script()))
     return specs + [StageSpec(STAGE_FINAL, STAGE_FINAL, "")]
+
+
+def aot_script() -> ServedFile:
+    """The in-image code the flashinfer-aot stage runs (builder/probe/flashinfer_aot.py, which verify's probe runs too)."""
+    return ServedFile(SERVED_AOT_SCRIPT, (Path(__file__).resolve().parent.parent / "probe" / "flashinfer_aot.py").read_bytes())
+
+
+def aot_declared(target: Target, lock: Lock) -> bool:
+    """Whether this platform's image carries FlashInfer's modules built ahead of time (and so their stage and label)."""
+    if target.flashinfer_aot is None or not target.flashinfer_aot.covers(lock.platform_name):
+        return False
+    if lock.wheel("flashinfer-python") is None:
+        raise InputError(f"target {target.name!r} declares [flashinfer_aot] but its lock has no flashinfer-python")
+    return True
 
 
 def labels(target: Target, lock: Lock, revision: str, flags: tuple[str, ...]) -> dict[str, str]:
@@ -212,6 +239,7 @@ def labels(target: Target, lock: Lock, revision: str, flags: tuple[str, ...]) ->
         LABEL_REQUIRE_NATIVE: json.dumps(list(target.require_native)),
         # Only where declared: images of targets without it keep their labels, so their IDs.
         **({LABEL_UNLOADABLE: json.dumps(dict(target.unloadable), sort_keys=True)} if target.unloadable else {}),
+        **({LABEL_FLASHINFER_AOT: target.flashinfer_aot.to_json()} if aot_declared(target, lock) else {}),
     }.items()))
 
 
@@ -261,6 +289,7 @@ def make_plan(target: Target, lock: Lock, revision: str, *, reproducible: bool =
         "entrypoint": ENTRYPOINT_IN_IMAGE if flags else "", "buildkit": builder == "buildkit",
         "buildkit_port": BUILDKIT_WHEELHOUSE_PORT,
         "site_packages": f"{VENV}/lib/python{lock.platform.python_short}/site-packages",
+        "aot_workspace": AOT_WORKSPACE,
     }
     base = f"{repo}:base" if repo else base_ref(target, lock)
     stages: list[PlannedStage] = []
@@ -268,8 +297,9 @@ def make_plan(target: Target, lock: Lock, revision: str, *, reproducible: bool =
     for spec in stage_specs(target, lock)[:-1] if awaiting else stage_specs(target, lock):
         stages.append(_planned(values, replace(spec, parent=parent), repo))
         parent = stages[-1].tag
+    extra = (aot_script(),) if aot_declared(target, lock) else ()
     return Plan(target=target, lock=lock, base=base, stages=tuple(stages), labels=labels(target, lock, revision, flags),
-                serve_flags=flags, sbom=sbom, served=(*final_files, ServedFile(helpers.filename, helpers_data)),
+                serve_flags=flags, sbom=sbom, served=(*final_files, *extra, ServedFile(helpers.filename, helpers_data)),
                 values=values, revision=revision, builder=builder, reproducible=reproducible, repo=repo, awaiting_evidence=awaiting)
 
 
@@ -301,7 +331,7 @@ def plans_text(plans: list[Plan], present: dict[str, bool] | None) -> str:
     def row(name: str, tag: str, key: str, owner: str) -> str:
         state = "?" if present is None else "reuse" if present.get(tag) else "build"
         shared = [u for u in users[tag] if u != owner]
-        return f"  {name:<10} {key[:16]:<16}  {state:<5}  {tag}" + (f"  (shared with {', '.join(shared)})" if shared else "")
+        return f"  {name:<14} {key[:16]:<16}  {state:<5}  {tag}" + (f"  (shared with {', '.join(shared)})" if shared else "")
 
     lines = []
     for p in plans:
@@ -310,7 +340,7 @@ def plans_text(plans: list[Plan], present: dict[str, bool] | None) -> str:
         lines.append(row("base", p.base, p.base.rpartition(":")[2], p.target.name))
         lines += [row(s.name, s.tag, s.key, p.target.name) for s in p.stages]
         if p.awaiting_evidence:
-            lines.append(f"  {'final':<10} {'(pending)':<16}  build  flags derived from the evidence of {p.evidence_stage.name}")
+            lines.append(f"  {'final':<14} {'(pending)':<16}  build  flags derived from the evidence of {p.evidence_stage.name}")
     if present is None:
         lines.append("(no engine answers: '?' where it would say reuse or build)")
     return "\n".join(lines) + "\n"

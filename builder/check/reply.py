@@ -14,7 +14,7 @@ import hashlib
 import json
 from typing import TYPE_CHECKING
 
-from ..contracts import PROBE_VERSION, JitAnswer, StaticReply
+from ..contracts import LABEL_FLASHINFER_AOT, PROBE_VERSION, JitAnswer, StaticReply
 from ..state import remember, remembered
 
 if TYPE_CHECKING:
@@ -26,7 +26,9 @@ def _key(image: ImageRecord, archs: list[str], flags: list[str] | None, environm
     from ..probe.pack import probe_archive
 
     code = hashlib.sha256(probe_archive()).hexdigest()[:16]
-    return json.dumps([PROBE_VERSION, code, image.content_key, archs, flags] + ([sorted(environment.items())] if environment else []))
+    aot = image.labels.get(LABEL_FLASHINFER_AOT)  # a label, but a question asked of the files: part of the key where declared
+    return json.dumps([PROBE_VERSION, code, image.content_key, archs, flags] + ([sorted(environment.items())] if environment else [])
+                      + ([aot] if aot else []))
 
 
 def _kept(key: str) -> StaticReply | None:
@@ -52,7 +54,8 @@ def static_reply(engine: Engine, image: ImageRecord, archs: list[str], flags: li
         return kept
     known = jit is not None and all(arch in jit for arch in archs)
     args = (["static", "--target", ",".join(archs)] + (["--flags", json.dumps(flags)] if flags is not None else [])
-            + (["--no-jit"] if known else []))
+            + (["--no-jit"] if known else [])
+            + (["--aot", image.labels[LABEL_FLASHINFER_AOT]] if image.labels.get(LABEL_FLASHINFER_AOT) else []))
     answer = engine.containers.probe(image.id, args, environment=environment)
     if known:
         answer["jit"] = {arch: jit[arch].to_dict() for arch in archs}

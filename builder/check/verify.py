@@ -31,6 +31,7 @@ from ..errors import InputError, LockError, ProfileError
 from ..inputs.serving import server_flags
 from ..inputs.lockfile import Lock, LockFile, parse_lock, parse_lock_file, read_lock
 from ..state import record_verified
+from .aot import aot_check, aot_feature
 from .command import ServerCommand, server_command
 from .driver import driver_check
 from .features import Feature, derive, features, sglang_default
@@ -130,7 +131,7 @@ def verify(engine: Engine, image_ref: str, *, archs: list[str] | None = None, gp
     data = static_reply(engine, image, archs, command.flags, fresh=fresh, jit=jit)
     code = ImageGpuCode.of(data)
     report = Report("verify", image_ref, image.id, archs, source, facts=versions(data))
-    tables = {arch: features(data, code, arch) for arch in archs}
+    tables = {arch: features(data, code, arch) + [row for row in [aot_feature(data, arch)] if row] for arch in archs}
     for arch, rows in tables.items():
         report.features[arch] = rows
         picked = (data.defaults or {}).get(arch)
@@ -142,6 +143,7 @@ def verify(engine: Engine, image_ref: str, *, archs: list[str] | None = None, gp
     _check_pins(report, data, image.labels, repo_lock, given, image.platform)
     required = required_globs(image.labels, data)
     report.checks += [coverage(code, required, arch) for arch in archs]
+    report.checks += [c for c in (aot_check(data, arch) for arch in archs) if c is not None]
     _check_shared_libs(report, data, json.loads(image.labels.get(LABEL_UNLOADABLE, "{}") or "{}"))
     report.checks += [driver_check(data, arch) for arch in archs]
     check_flags(report, data, command, tables)

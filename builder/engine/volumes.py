@@ -39,8 +39,22 @@ class Volumes:
         """sglbuild's volumes, with the bytes each uses (from the engine's disk usage)."""
         with guard("a list of volumes"):
             found = self.engine.client.volumes.list(filters={"label": LABEL_MANAGED})
-            sizes = {v["Name"]: (v.get("UsageData") or {}).get("Size") for v in self.engine.client.df().get("Volumes") or []}
+        sizes = self._sizes()
         return [VolumeRecord(v.name, dict(v.attrs.get("Labels") or {}), sizes.get(v.name)) for v in found]
+
+    def _sizes(self) -> dict[str, int | None]:
+        """Bytes per volume from the engine's disk usage; {} (sizes unknown) when the engine cannot say now.
+
+        A size is a detail: the disk-usage walk can fail while another client removes an image under it
+        (containerd's store), and that must not fail a doctor or a gc. ``type=volume`` (API 1.42+) keeps the
+        walk to volumes; docker-py's ``df()`` has no parameter for it, and older engines ignore it.
+        """
+        api = self.engine.client.api
+        try:
+            usage = api._result(api._get(api._url("/system/df"), params={"type": "volume"}), True)
+        except (docker.errors.DockerException, OSError, ValueError):
+            return {}
+        return {v["Name"]: (v.get("UsageData") or {}).get("Size") for v in usage.get("Volumes") or []}
 
     def remove(self, name: str) -> bool:
         """Remove the volume NAME; False when a container still uses it."""

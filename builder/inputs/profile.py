@@ -107,6 +107,33 @@ COMPAT = Serve(cuda_graph=False, custom_all_reduce=False, flashinfer=False, radi
 SERVE_PRESETS = {"compat": COMPAT, "derived": Serve(derived=True)}
 
 
+# FlashInfer's ahead-of-time modules: what a profile may declare (the names FlashInfer's own module generators take).
+AOT_MODULES = ("decode", "prefill", "page", "sampling")  # batch decode, FA2 batch prefill (paged and ragged), KV append, sampling
+AOT_DTYPES = ("bf16", "fp16")
+AOT_KV_DTYPES = ("bf16", "fp16", "fp8_e4m3", "fp8_e5m2")
+AOT_HEAD_DIMS = (64, 128, 256)
+
+
+@dataclass(frozen=True)
+class FlashInferAot:
+    """[flashinfer_aot]: the FlashInfer modules built into the image ahead of time, for each architecture of each
+    platform listed (an unlisted platform's image compiles them at first use, and verify says so)."""
+
+    modules: tuple[str, ...] = ("decode", "prefill", "page", "sampling")
+    dtype: str = "bf16"  # of queries and outputs (the model's activations)
+    kv_dtypes: tuple[str, ...] = ("bf16", "fp8_e4m3")  # of the KV cache (--kv-cache-dtype auto / fp8_e4m3)
+    head_dims: tuple[int, ...] = (64, 128, 256)
+    platforms: tuple[str, ...] = ()  # () = every platform of the target
+
+    def covers(self, platform: str) -> bool:
+        return not self.platforms or platform in self.platforms
+
+    def to_json(self) -> str:
+        """The declaration as the image's label carries it (what verify asks the image's FlashInfer to resolve)."""
+        return json.dumps({"modules": list(self.modules), "dtype": self.dtype, "kv_dtypes": list(self.kv_dtypes),
+                           "head_dims": list(self.head_dims)}, sort_keys=True, separators=(",", ":"))
+
+
 @dataclass(frozen=True)
 class Target:
     name: str
@@ -130,6 +157,7 @@ class Target:
     # Library globs (under site-packages) whose system libraries the image does not carry, and why: verify
     # reports them instead of failing. For optional backends a package ships, e.g. torchcodec's FFmpeg 4-7 cores.
     unloadable: tuple[tuple[str, str], ...] = ()
+    flashinfer_aot: FlashInferAot | None = None
 
     declares_platforms: bool = False  # [platforms] in the profile: a multi-platform lock and per-platform tags
 
@@ -325,7 +353,7 @@ def _parse_target(name: str, r: _Reader) -> Target:
     if not _NAME.match(name):
         raise r.fail("", f"target name {name!r} must be lowercase letters, digits, '.', '_' or '-'")
     r.check_keys({"description", "image", "tag", "gpu_arch", "platforms", "source", "base", "python", "stage", "serve", "smoke",
-                  "env", "require_native", "post_install", "unloadable"})
+                  "env", "require_native", "post_install", "unloadable", "flashinfer_aot"})
     platforms = _parse_platforms(r)
     python = r.sub("python")
     python.check_keys({"index", "tools", "compile_bytecode"})
@@ -345,8 +373,29 @@ def _parse_target(name: str, r: _Reader) -> Target:
         stages=_parse_stages(r),
         serve=_parse_serve(r.sub("serve")) if "serve" in r.table else None,
         env=_parse_env(r),
+        flashinfer_aot=_parse_aot(r.sub("flashinfer_aot"), [p for p, _ in platforms]) if "flashinfer_aot" in r.table else None,
         **checks,
     )
+
+
+def _parse_aot(r: _Reader, platforms: list[str]) -> FlashInferAot:
+    """[flashinfer_aot]: each list drawn from what FlashInfer's generators take; the platforms from the target's own."""
+    r.check_keys({"modules", "dtype", "kv_dtypes", "head_dims", "platforms"})
+    default = FlashInferAot()
+
+    def listed(key: str, allowed: tuple, start: tuple) -> tuple:
+        value = r.get(key, list, list(start))
+        if not value or any(isinstance(v, bool) or v not in allowed for v in value) or len(set(value)) != len(value):
+            raise r.fail(key, f"must be a list of distinct values from {', '.join(map(str, allowed))}")
+        return tuple(value)
+
+    dtype = r.get("dtype", str, default.dtype)
+    if dtype not in AOT_DTYPES:
+        raise r.fail("dtype", f"{dtype!r}: one of {', '.join(AOT_DTYPES)}")
+    return FlashInferAot(modules=listed("modules", AOT_MODULES, default.modules), dtype=dtype,
+                         kv_dtypes=listed("kv_dtypes", AOT_KV_DTYPES, default.kv_dtypes),
+                         head_dims=listed("head_dims", AOT_HEAD_DIMS, default.head_dims),
+                         platforms=listed("platforms", tuple(platforms), tuple(platforms)))
 
 
 def _parse_platforms(r: _Reader) -> tuple[tuple[str, tuple[str, ...]], ...]:

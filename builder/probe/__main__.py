@@ -1,10 +1,11 @@
 """``python3 -m builder.probe COMMAND``: the probe's one entry point; the last line is JSON.
 
     archs ROOT...              GPU code of every library under each ROOT ('/' for the whole image)
-    static [--flags JSON] [--target sm_120[,sm_121...]] [--no-jit]
+    static [--flags JSON] [--target sm_120[,sm_121...]] [--no-jit] [--aot JSON]
                                everything verify's static checks need; the server flags to parse;
                                the targets to run the JIT probe (builder.probe.jit) for, unless
-                               --no-jit (the caller holds its answer for the same files)
+                               --no-jit (the caller holds its answer for the same files); the
+                               FlashInfer modules declared ahead of time, to resolve with JIT off
     flags JSON                 only the server flags, parsed by the image's own SGLang
     jit --target sm_120 [--run]   only the JIT probe
     gpu [--target sm_120]      the device, the image's code on it, a matmul and sgl_kernel's RMSNorm
@@ -34,7 +35,7 @@ def main(argv: list) -> int:
             from .static import static
 
             answer = static(json.loads(_option(args, "--flags", "null")), _option(args, "--target", None),
-                            jit="--no-jit" not in args).to_dict()
+                            jit="--no-jit" not in args, aot=_option(args, "--aot", None)).to_dict()
         elif command == "flags":
             from .static import parse_flags
 

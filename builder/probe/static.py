@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..contracts import LOCK_IN_IMAGE, PROBE_VERSION, GpuCode, Outcome, Runtime, StaticReply
-from .fatbin import scan_tree
+from .fatbin import scan_file, scan_tree
 from .loader import driver_libraries
 
 # What each import reports; run as `python -c` in a child so a crash is an answer, not the end.
@@ -92,9 +92,22 @@ def parse_flags(flags: List[str], target: Optional[str] = None) -> tuple:
             Outcome(True, {"version": version}) if version is not None else None)
 
 
-def static(flags: Optional[List[str]], target: Optional[str] = None, jit: bool = True) -> StaticReply:
+def flashinfer_aot(declared: str, target: str) -> Outcome:
+    """Each module DECLARED (the image's LABEL_FLASHINFER_AOT) as the image's FlashInfer resolves it with its JIT off for
+    TARGET's architectures, and the SASS of the file it resolves to (builder.probe.flashinfer_aot, the code the build made
+    them with)."""
+    answer = run_python("builder.probe.flashinfer_aot", "resolve", declared, target, module=True)
+    if not answer.ok:
+        return answer
+    for module in answer.value:
+        module["sass"] = scan_file(Path(module["path"])).sass if module["path"] else []
+    return answer
+
+
+def static(flags: Optional[List[str]], target: Optional[str] = None, jit: bool = True, aot: Optional[str] = None) -> StaticReply:
     """FLAGS: server flags to parse (None: none given); TARGET: architectures (sm_100,sm_121) to run the JIT probe for
-    (not with JIT false: the reply's jit is then None) and to read SGLang's default backends for."""
+    (not with JIT false: the reply's jit is then None) and to read SGLang's default backends for; AOT: the FlashInfer
+    modules the image declares built ahead of time (None: none)."""
     paths = sysconfig.get_paths()
     site = sorted({paths["purelib"], paths["platlib"]})
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
@@ -102,6 +115,7 @@ def static(flags: Optional[List[str]], target: Optional[str] = None, jit: bool =
         compiled = pool.submit(run_python, "builder.probe.jit", target, module=True) if target and jit else None
         pip = pool.submit(subprocess.run, [sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
         torch = pool.submit(run_python, _IMPORTS["torch"])
+        prebuilt = pool.submit(flashinfer_aot, aot, target or "sm_120") if aot else None
         libs = [c for c in libraries(site) if c.has_gpu_code]
         # The flag parser imports SGLang, and so torch: started once torch's byte-code is in the probe's cache (where the
         # caller gives one, PYTHONPYCACHEPREFIX), it reads it rather than compiling it again.
@@ -153,4 +167,5 @@ def static(flags: Optional[List[str]], target: Optional[str] = None, jit: bool =
         lock=lock,
         driver=driver,
         defaults=defaults,
+        flashinfer_aot=prebuilt.result() if prebuilt is not None else None,
     )
