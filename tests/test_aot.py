@@ -63,6 +63,9 @@ def test_a_declaration_without_flashinfer_in_the_lock_is_one_error(blackwell):
     without = dataclasses.replace(lock, wheels=tuple(w for w in lock.wheels if w.name != "flashinfer-python"))
     with pytest.raises(InputError, match="declares \\[flashinfer_aot\\] but its lock has no flashinfer-python"):
         make_plan(target, without, "r")
+    no_nvcc = dataclasses.replace(target, stages=tuple(dataclasses.replace(s, cuda_home=None) for s in target.stages))
+    with pytest.raises(InputError, match="declares \\[flashinfer_aot\\] but no stage sets cuda_home"):
+        make_plan(no_nvcc, lock, "r")
 
 
 BAD = [

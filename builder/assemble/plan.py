@@ -217,6 +217,9 @@ def aot_declared(target: Target, lock: Lock) -> bool:
         return False
     if lock.wheel("flashinfer-python") is None:
         raise InputError(f"target {target.name!r} declares [flashinfer_aot] but its lock has no flashinfer-python")
+    if not any(s.cuda_home for s in target.stages):  # the stage compiles with $CUDA_HOME/bin/nvcc
+        raise InputError(f"target {target.name!r} declares [flashinfer_aot] but no stage sets cuda_home",
+                         "add a stage with the nvcc wheels and cuda_home (as blackwell's toolchain stage)")
     return True
 
 
