@@ -22,12 +22,13 @@ image: $(BIN)/sglbuild host
 	$(BIN)/sglbuild build $(TARGET)
 
 ## test: unit and integration tests against the real engine (everything but the heavy evidence of test-full): two
-## pytest-xdist workers, each file on one worker, then the tests that act on the whole engine (gc, every image) alone
+## pytest-xdist workers, each file on one worker, then the tests that act on the whole engine (gc, every image) alone;
+## once both pass, the suite's cache keeps only what this run used
 PYTEST   := $(BIN)/pytest -q --durations=15
 PARALLEL := -n 2 --dist loadfile --no-loadscope-reorder
 test: $(BIN)/sglbuild host
-	$(PYTEST) $(PARALLEL) -m "not full and not exclusive"; a=$$?; $(PYTEST) -m "exclusive and not full"; b=$$?; \
-	  [ $$a -eq 0 ] && [ $$b -eq 0 ]
+	since=$$(date +%s); $(PYTEST) $(PARALLEL) -m "not full and not exclusive"; a=$$?; $(PYTEST) -m "exclusive and not full"; b=$$?; \
+	  [ $$a -eq 0 ] && [ $$b -eq 0 ] && $(BIN)/python tests/testcache.py prune $$since
 
 ## test-unit: what needs neither an engine nor the network (seconds; CI's pull-request job)
 test-unit: $(BIN)/sglbuild
@@ -39,8 +40,9 @@ ENGINE_TESTS := tests/test_build.py tests/test_repro.py tests/test_quoting.py te
 ENGINE_ENV    = env $$(ci/engine.sh env) SGLBUILD_TEST_REGISTRY_HOST=10.200.26.1
 test-engine: $(BIN)/sglbuild host
 	ci/engine.sh up containerd
-	$(ENGINE_ENV) $(PYTEST) $(PARALLEL) -m "engine and not full and not exclusive" $(ENGINE_TESTS); a=$$?; \
-	  $(ENGINE_ENV) $(PYTEST) -m "engine and exclusive and not full" $(ENGINE_TESTS); b=$$?; [ $$a -eq 0 ] && [ $$b -eq 0 ]
+	since=$$(date +%s); $(ENGINE_ENV) $(PYTEST) $(PARALLEL) -m "engine and not full and not exclusive" $(ENGINE_TESTS); a=$$?; \
+	  $(ENGINE_ENV) $(PYTEST) -m "engine and exclusive and not full" $(ENGINE_TESTS); b=$$?; [ $$a -eq 0 ] && [ $$b -eq 0 ] && \
+	  $(ENGINE_ENV) $(BIN)/python tests/testcache.py prune $$since
 
 ## test-full: everything, with the heavy evidence (whole builds from nothing, the bench's plain build), one at a time
 test-full: $(BIN)/sglbuild host

@@ -6,13 +6,12 @@ image with one module removed fails, naming it. Heavy (the 11 GB image, two prob
 from __future__ import annotations
 
 import json
-import subprocess
-from pathlib import Path
 
 import pytest
 
 from authority import cuobjdump_listing, find_cuobjdump
 from builder.contracts import LABEL_FLASHINFER_AOT
+from builder.engine.images import tar_member_bytes
 from builder.probe.fatbin import scan_file
 from support import ROOT, build_image, run_cli
 
@@ -39,7 +38,7 @@ def aot_checks(report: dict) -> dict[str, dict]:
     return {c["arch"]: c for c in report["checks"] if c["id"] == "flashinfer-aot"}
 
 
-def test_every_declared_module_is_prebuilt_and_its_sass_is_what_cuobjdump_lists(image, docker_client, tmp_path):
+def test_every_declared_module_is_prebuilt_and_its_sass_is_what_cuobjdump_lists(image, engine, tmp_path):
     code, report, err = verify(IMAGE)
     assert code == 0, err
     checks = aot_checks(report)
@@ -50,17 +49,10 @@ def test_every_declared_module_is_prebuilt_and_its_sass_is_what_cuobjdump_lists(
     tool = find_cuobjdump()
     if tool is None:
         pytest.skip("no cuobjdump (nvidia-cuda-cuobjdump, a test dependency)")
-    site = "/opt/venv/lib/python3.11/site-packages/flashinfer/data/aot"
-    out = tmp_path / "aot.tar"
-    container = docker_client.containers.create(image.id, ["true"])
-    try:
-        with out.open("wb") as f:
-            for chunk in container.get_archive(site)[0]:
-                f.write(chunk)
-    finally:
-        container.remove()
-    subprocess.run(["tar", "-xf", str(out), "-C", str(tmp_path)], check=True)
-    files = sorted((tmp_path / "aot").glob("*/*.so"))
+    archive = engine.images.archive(image.id, "/opt/venv/lib/python3.11/site-packages/flashinfer/data/aot")
+    for name, data in tar_member_bytes(archive).items():
+        (tmp_path / name).write_bytes(data)
+    files = sorted(tmp_path.glob("*.so"))
     assert len(files) == 6
     for f in files:
         ours = scan_file(f)

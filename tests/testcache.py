@@ -110,8 +110,6 @@ def _manifest(client) -> Path:
 def keep(client, made: set[str], used_keys: set[str]) -> list[str]:
     """At the end of a session: tag what the suite made (MADE, tags) as its cache; mark what it used (MADE, and the
     stages whose keys are USED_KEYS, with their bases); drop what no session used for a week. Returns the kept tags."""
-    import docker.errors
-
     path = _manifest(client)
     try:
         seen: dict[str, float] = json.loads(path.read_text())
@@ -135,11 +133,24 @@ def keep(client, made: set[str], used_keys: set[str]) -> list[str]:
     for tag, image in tags.items():  # a base is used when a stage used on it starts with its layer
         if tag.startswith("sglbuild/base:") and mirror(tag) in tags and image.attrs["RootFS"]["Layers"][0] in used_layers:
             seen[mirror(tag)] = now
+    kept = _drop(client, seen, lambda tag: now - seen.get(tag, now) > UNUSED_FOR)
+    for tag in kept:
+        seen.setdefault(tag, now)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(seen, indent=1, sort_keys=True))
+    return kept
+
+
+def _drop(client, seen: dict[str, float], stale: Callable[[str], bool]) -> list[str]:
+    """Remove each cache entry that is STALE (or whose sglbuild tag no longer names its image), with its sglbuild tag,
+    from the engine and from SEEN; returns the entries kept."""
+    import docker.errors
+
     tags = {t: image for image in client.images.list() for t in image.tags}
     kept = []
     for tag in [t for t in tags if t.startswith(CACHE_REPO + "/")]:
         twin = "sglbuild/" + tag.split("/", 1)[1]
-        if now - seen.get(tag, now) > UNUSED_FOR or twin not in tags or tags[twin].id != tags[tag].id:
+        if stale(tag) or twin not in tags or tags[twin].id != tags[tag].id:
             for ref in (twin, tag):
                 try:
                     client.images.remove(ref) if ref in tags else None
@@ -147,11 +158,22 @@ def keep(client, made: set[str], used_keys: set[str]) -> list[str]:
                     pass  # an image something else still builds on stays, untagged by nothing of ours
             seen.pop(tag, None)
         else:
-            seen.setdefault(tag, now)
             kept.append(tag)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(seen, indent=1, sort_keys=True))
     return kept
+
+
+def prune(client, since: float) -> tuple[int, int]:
+    """After a whole tier passed (make test, make test-engine): drop what that run, begun at SINCE, did not use. The
+    cache then holds what today's suite uses and nothing older. Returns (dropped, kept)."""
+    path = _manifest(client)
+    try:
+        seen: dict[str, float] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return 0, 0  # no session recorded its use here: nothing is known stale
+    before = len([t for image in client.images.list() for t in image.tags if t.startswith(CACHE_REPO + "/")])
+    kept = _drop(client, seen, lambda tag: seen.get(tag, 0) < since)
+    path.write_text(json.dumps(seen, indent=1, sort_keys=True))
+    return before - len(kept), len(kept)
 
 
 def cached_tags(client) -> set[str]:
@@ -207,8 +229,13 @@ def prepare() -> None:
         index.stop()
 
 
-if __name__ == "__main__":  # python tests/testcache.py clean|prepare
-    if sys.argv[1:] == ["clean"]:
+if __name__ == "__main__":  # python tests/testcache.py clean|prepare|prune SINCE
+    if sys.argv[1:2] == ["prune"] and len(sys.argv) == 3:
+        import docker
+
+        dropped, kept = prune(docker.from_env(), float(sys.argv[2]))
+        print(f"the suite's cache: {kept} entries this run used kept, {dropped} it did not use removed")
+    elif sys.argv[1:] == ["clean"]:
         import docker
 
         n = clean(docker.from_env())
@@ -219,4 +246,4 @@ if __name__ == "__main__":  # python tests/testcache.py clean|prepare
         prepare()
         print(f"the suite's cache is ready in {CACHE} ({time.monotonic() - started:.0f} s)")
     else:
-        sys.exit("usage: python tests/testcache.py clean|prepare")
+        sys.exit("usage: python tests/testcache.py clean|prepare|prune SINCE")

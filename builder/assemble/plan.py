@@ -96,7 +96,7 @@ class ServedFile:
 
     url_path: str
     data: bytes
-    dest: str = ""  # where the final stage writes it in the image ("" for the helpers wheel)
+    dest: str = ""  # where the final stage writes it in the image ("" for what a step reads: the helpers, the AOT code)
     mode: str = "0644"
 
     @property
@@ -134,8 +134,8 @@ class Plan:
         spec = replace(stage_specs(self.target, self.lock)[-1], parent=self.stages[-1].tag)
         final = _planned(values, spec, self.repo)
         return replace(self, stages=(*self.stages, final), labels=labels(self.target, self.lock, self.revision, flags),
-                       serve_flags=flags, served=(*final_files, *self.served[len(_final_files(self.lock, self.sbom, self.serve_flags)):]),
-                       values=values, awaiting_evidence=False)
+                       serve_flags=flags, served=(*final_files, *(f for f in self.served if not f.dest)), values=values,
+                       awaiting_evidence=False)
 
     @property
     def final(self) -> PlannedStage:
@@ -300,7 +300,7 @@ def make_plan(target: Target, lock: Lock, revision: str, *, reproducible: bool =
     for spec in stage_specs(target, lock)[:-1] if awaiting else stage_specs(target, lock):
         stages.append(_planned(values, replace(spec, parent=parent), repo))
         parent = stages[-1].tag
-    extra = (aot_script(),) if aot_declared(target, lock) else ()
+    extra = tuple(s.spec.script for s in stages if s.spec.script)  # the AOT stage's code, where it has one
     return Plan(target=target, lock=lock, base=base, stages=tuple(stages), labels=labels(target, lock, revision, flags),
                 serve_flags=flags, sbom=sbom, served=(*final_files, *extra, ServedFile(helpers.filename, helpers_data)),
                 values=values, revision=revision, builder=builder, reproducible=reproducible, repo=repo, awaiting_evidence=awaiting)

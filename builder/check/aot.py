@@ -9,6 +9,8 @@ that declares none gets a feature row saying its modules compile at first use, a
 
 from __future__ import annotations
 
+from collections import Counter
+
 from ..contracts import AotModule, GpuCode, StaticReply
 from ..probe.fatbin import verdict
 from .report import Check, Feature
@@ -28,10 +30,7 @@ def _missing(modules: list[AotModule], arch: str) -> list[str]:
 
 
 def _kinds(modules: list[AotModule]) -> str:
-    counts: dict[str, int] = {}
-    for m in modules:
-        counts[m.kind] = counts.get(m.kind, 0) + 1
-    return ", ".join(f"{n} {kind}" for kind, n in counts.items())
+    return ", ".join(f"{n} {kind}" for kind, n in Counter(m.kind for m in modules).items())
 
 
 def aot_check(data: StaticReply, arch: str) -> Check | None:
