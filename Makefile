@@ -66,8 +66,9 @@ bench: $(BIN)/sglbuild host
 	$(BIN)/python bench/platforms_bench.py
 	$(BIN)/python bench/attest_bench.py
 	$(BIN)/python bench/startup_bench.py
-	$(BIN)/sglbuild build blackwell --platform linux/amd64
+	$(BIN)/sglbuild build blackwell
 	$(BIN)/python bench/aot_bench.py
+	$(BIN)/python bench/aot_cross_bench.py
 
 ## reliability: fuzzing (hypothesis), kill -9 at random points of a build, faults (a changed byte, a tampered stage,
 ## a full disk, a registry and an engine stopped halfway): one table of figures (about 15 minutes; root for the tmpfs)

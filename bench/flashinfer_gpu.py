@@ -12,7 +12,12 @@ pays:
 - jit: no prebuilt module, an empty JIT cache: the first decode compiles it with this machine's nvcc, then runs;
 - missing: no prebuilt module and the JIT off: FlashInfer must refuse (a check that the prebuilt case compiled nothing).
 
-Needs a GPU, torch and FlashInfer's own dependencies; no sglbuild imports (it runs where the GPU is).
+Needs a GPU, torch and FlashInfer's own dependencies; no sglbuild imports (it runs where the GPU is). The image cannot
+travel to a GPU machine without a container runtime, so its parts do: MODULE.so made in a container of the image's
+toolchain stage (``flashinfer_aot.py build '{"modules":["decode"],"dtype":"bf16","kv_dtypes":["bf16"],"head_dims":[128]}'
+sm_90 /tmp/ws``, the same code and nvcc as the flashinfer-aot stage), SITE the image's FlashInfer package unpacked from
+its locked wheel (flashinfer/ with data/csrc, data/include, cccl and cutlass's headers: the JIT case compiles from them),
+and the image's apache-tvm-ffi version built for the GPU machine's Python.
 """
 
 from __future__ import annotations

@@ -211,14 +211,16 @@ def fetch(ctx: Context, target: str | None, jobs: int, quiet: bool, platforms: t
 @cli.command()
 @click.argument("target", required=False)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write the Dockerfile here.")
+@click.option("--platform", metavar="OS/ARCH", help="This platform's [default: the target's first].")
 @pass_ctx
 @handled
-def render(ctx: Context, target: str | None, output: str | None) -> None:
+def render(ctx: Context, target: str | None, output: str | None, platform: str | None) -> None:
     """Render TARGET's multi-stage Dockerfile from the profile and its lock."""
     from .pipeline import builder_kind, plans
 
     t = ctx.target(target)
-    text = plans(ctx.profile, t, builder_kind(ctx.connect), t.platform_names[:1])[t.platform_names[0]].dockerfile
+    chosen = platform or t.platform_names[0]
+    text = plans(ctx.profile, t, builder_kind(ctx.connect), (chosen,))[chosen].dockerfile
     if output:
         Path(output).write_text(text)
         click.echo(f"wrote {output}", err=True)

@@ -92,8 +92,17 @@ HISTORY_PREFIX = "sglbuild: "  # each layer's history entry in a normalized imag
 STAGE_SYSTEM, STAGE_WHEELS, STAGE_FINAL = "system", "wheels", "final"  # stage kinds
 STAGE_AOT = "flashinfer-aot"  # a stage kind and its name: FlashInfer's modules compiled ahead of time ([flashinfer_aot])
 AOT_WORKSPACE = "/tmp/sglbuild-aot"  # where that stage compiles (removed with the step's /tmp/sglbuild-*)
+# Every platform's modules compile on this one, with its own nvcc: natively for itself, and for each other platform in a
+# stage of its own (STAGE_AOT_CROSS) whose host code Debian's cross compiler for that platform compiles (GNU_TRIPLETS).
+# That platform's flashinfer-aot stage then only unpacks them: no compiler runs under emulation.
+AOT_BUILD_PLATFORM = "linux/amd64"
+STAGE_AOT_CROSS = "flashinfer-aot-cross"
+AOT_CROSS_OUT = "/opt/sglbuild-aot"  # where STAGE_AOT_CROSS leaves the modules (NAME/NAME.so)
+AOT_CROSS_SYSROOT = "/tmp/sglbuild-cross"  # the other platform's CUDA runtime, unpacked to link against (removed by the step)
+AOT_CROSS_RUNTIME = "nvidia-cuda-runtime"  # the wheel of the target platform that holds libcudart.so (the modules link it)
+SERVED_AOT_CROSS = "sglbuild/flashinfer-aot-{key}.tar"  # the cross-compiled modules, served to the target platform's stage
 TOOLS = "tools"  # the lock's name for build tools (uv), which no image keeps
-RESERVED_STAGE_NAMES = frozenset({"base", STAGE_SYSTEM, STAGE_FINAL, STAGE_AOT, TOOLS})
+RESERVED_STAGE_NAMES = frozenset({"base", STAGE_SYSTEM, STAGE_FINAL, STAGE_AOT, STAGE_AOT_CROSS, TOOLS})
 BASE_REPO = "sglbuild/base"
 STAGE_REPO = "sglbuild/stage"
 # The test suite's cache: each base and stage image it keeps between runs has a second tag here (gc lists them and keeps
@@ -107,6 +116,8 @@ PLATFORMS = {
     "linux/arm64": ("aarch64", "arm64", "arm64"),
 }
 DEFAULT_PLATFORM = "linux/amd64"
+# Docker's name -> the GNU triplet of its Debian cross compilers (g++-aarch64-linux-gnu) and binutils
+GNU_TRIPLETS = {"linux/amd64": "x86_64-linux-gnu", "linux/arm64": "aarch64-linux-gnu"}
 
 
 def platform_of_machine(machine: str) -> str:

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .assemble.cache import StageCache
 from .assemble.plan import Plan, make_plan
-from .assemble.stages import Built, build_image, build_order
+from .assemble.stages import Built, build_image, build_order, build_stages
 from .check import evidence
+from .contracts import AOT_BUILD_PLATFORM
 from .check.attested import add_attestations, verify_attested
 from .check.inspect import ImageInfo, RemoteInfo, inspect_image, inspect_remote
 from .check.report import Report
@@ -84,7 +85,7 @@ def show_plans(profile: Profile, names: list[str | None], connect: Callable[[], 
             unlocked.append(f"{target.name}: no plan: {exc}")  # --all shows every target that has an up-to-date lock
     try:
         engine = connect()
-        tags = {p.base for p in found} | {s.tag for p in found for s in p.stages}
+        tags = {p.base for p in found} | {s.tag for p in found for s in (*p.stages, *(p.cross.stages if p.cross else ()))}
         present: dict[str, bool] | None = {t: engine.images.find(t) is not None for t in tags}
     except EngineUnavailable:
         present = None  # the plan stands without an engine; only "reuse or build" is unknown
@@ -119,6 +120,12 @@ def build(engine: Engine, profile: Profile, name: str | None, wheelhouse: Path, 
         released = release(engine, built, reporter, profile.root / "out")
         reporter.info(f"{released.tag}  {built.image_id[:19]}  {built.size / 1e9:.2f} GB  {built.seconds:.1f} s")
         outcomes.append(Outcome(built, released))
+    if cache_repo and AOT_BUILD_PLATFORM in order:  # the other platforms' jobs pull the FlashInfer modules compiled here
+        others = tuple(p for p in target.aot_cross_platforms() if p not in order)
+        for platform, plan in (plans(profile, target, engine.builder, others) if others else {}).items():
+            if plan.cross is not None:
+                reporter.info(f"FlashInfer's modules for {platform}, compiled here for its build: {plan.cross.stages[-1].tag}")
+                build_stages(engine, plan.cross, wheelhouse, reporter, verbose=verbose, cache=StageCache(engine, cache_repo, reporter))
     return outcomes
 
 

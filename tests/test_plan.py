@@ -84,7 +84,7 @@ def test_revision_description_and_source_change_labels_not_keys(profile):
 def test_tools_is_not_a_stage_name(tmp_path):
     text = small_profile("http://x/simple").replace('name = "kernel"', 'name = "tools"')
     (tmp_path / "sglbuild.toml").write_text(text)
-    with pytest.raises(ProfileError, match=r"stage name 'tools' is sglbuild's own \(base, final, flashinfer-aot, system, tools are reserved\)"):
+    with pytest.raises(ProfileError, match=r"stage name 'tools' is sglbuild's own \(base, final, flashinfer-aot, flashinfer-aot-cross, system, tools are reserved\)"):
         load_profile(tmp_path / "sglbuild.toml")
 
 

@@ -22,11 +22,16 @@ from pathlib import Path
 
 from .. import __version__
 from ..contracts import (
+    AOT_BUILD_PLATFORM,
+    AOT_CROSS_OUT,
+    AOT_CROSS_RUNTIME,
+    AOT_CROSS_SYSROOT,
     AOT_WORKSPACE,
     BASE_REPO,
     BUILDKIT_WHEELHOUSE_PORT,
     DEFAULT_PLATFORM,
     ENTRYPOINT_IN_IMAGE,
+    GNU_TRIPLETS,
     IN_IMAGE_DIR,
     LABEL_FLASHINFER_AOT,
     LABEL_GPU_ARCH,
@@ -44,11 +49,13 @@ from ..contracts import (
     OCI_TITLE,
     OCI_VERSION,
     SBOM_IN_IMAGE,
+    SERVED_AOT_CROSS,
     SERVED_AOT_SCRIPT,
     SERVED_ENTRYPOINT,
     SERVED_LOCK,
     SERVED_SBOM,
     STAGE_AOT,
+    STAGE_AOT_CROSS,
     STAGE_FINAL,
     STAGE_REPO,
     STAGE_SYSTEM,
@@ -58,7 +65,7 @@ from ..contracts import (
 )
 from ..errors import InputError
 from ..inputs.serving import server_flags
-from ..inputs.lockfile import Deb, Lock, Wheel
+from ..inputs.lockfile import Deb, Lock, Wheel, parse_lock_file
 from ..inputs.profile import Target
 from ..inputs.sbom import sbom_json
 from .helpers_wheel import helpers_wheel
@@ -68,7 +75,7 @@ from .render import render_dockerfile, render_entrypoint
 @dataclass(frozen=True)
 class StageSpec:
     name: str
-    kind: str  # contracts.STAGE_SYSTEM | STAGE_WHEELS | STAGE_AOT | STAGE_FINAL
+    kind: str  # contracts.STAGE_SYSTEM | STAGE_WHEELS | STAGE_AOT | STAGE_AOT_CROSS | STAGE_FINAL
     parent: str  # the image it builds FROM: the base, or the previous stage's tag (its name in the whole file)
     wheels: tuple[Wheel, ...] = ()
     debs: tuple[Deb, ...] = ()  # Debian packages it installs first
@@ -76,6 +83,9 @@ class StageSpec:
     aot: str = ""  # STAGE_AOT: the declaration (FlashInferAot.to_json) it compiles
     archs: tuple[str, ...] = ()  # STAGE_AOT: for these GPU architectures
     script: ServedFile | None = None  # STAGE_AOT: the code that compiles them (served, checked by sha256)
+    triplet: str = ""  # STAGE_AOT_CROSS: the GNU triplet of the platform it compiles the host code for
+    cross_from: str = ""  # STAGE_AOT of a cross-compiled platform: the tag of the STAGE_AOT_CROSS stage it unpacks
+    cross_file: str = ""  # ... and the path the build serves that stage's modules at (a tar, its sha256 a build argument)
 
 
 @dataclass(frozen=True)
@@ -120,6 +130,9 @@ class Plan:
     reproducible: bool = True
     repo: str | None = None  # stages tag into REPO instead of the shared stage repository
     awaiting_evidence: bool = False  # [serve] preset = "derived" and no evidence yet: no final stage until there is
+    # FlashInfer's modules for this platform, cross-compiled on AOT_BUILD_PLATFORM: that platform's stages up to its
+    # toolchain and the STAGE_AOT_CROSS stage (None where this platform compiles its own, or declares none)
+    cross: "Plan | None" = None
 
     @property
     def evidence_stage(self) -> PlannedStage:
@@ -131,7 +144,7 @@ class Plan:
         and their keys do not depend on the flags)."""
         final_files = _final_files(self.lock, self.sbom, flags)
         values = {**self.values, "final_files": final_files, "entrypoint": ENTRYPOINT_IN_IMAGE if flags else ""}
-        spec = replace(stage_specs(self.target, self.lock)[-1], parent=self.stages[-1].tag)
+        spec = replace(StageSpec(STAGE_FINAL, STAGE_FINAL, ""), parent=self.stages[-1].tag)
         final = _planned(values, spec, self.repo)
         return replace(self, stages=(*self.stages, final), labels=labels(self.target, self.lock, self.revision, flags),
                        serve_flags=flags, served=(*final_files, *(f for f in self.served if not f.dest)), values=values,
@@ -167,6 +180,9 @@ class Plan:
         """The whole multi-stage Dockerfile, for people to read and diff."""
         whole = [replace(s.spec, parent=self.base if i == 0 else self.stages[i - 1].name) for i, s in enumerate(self.stages)]
         text = render_dockerfile(self.values, whole, header=True)
+        if self.cross:  # what the flashinfer-aot stage above unpacks: built on the build platform, over its toolchain
+            text += f"\n# {self.cross.stages[-1].name}: built on {self.cross.platform}; {STAGE_AOT} above unpacks its modules\n"
+            text += self.cross.stages[-1].dockerfile
         if self.awaiting_evidence:
             text += (f"\n# final: its server flags are derived from the evidence of stage {self.evidence_stage.name}'s image\n"
                      "# (sglbuild build reads it; sglbuild render shows the stage once that image was probed here)\n")
@@ -191,19 +207,56 @@ class Plan:
                            "next_build": f"build once {self.evidence_stage.name} is probed (derived flags)"}] if self.awaiting_evidence else []),
             "labels": self.labels,
             "serve_flags": list(self.serve_flags),
+            **({"cross": {"platform": self.cross.platform, "name": self.cross.stages[-1].name, "key": self.cross.stages[-1].key,
+                          "tag": self.cross.stages[-1].tag, "parent": self.cross.stages[-1].spec.parent,
+                          "next_build": state(self.cross.stages[-1].tag)}} if self.cross else {}),
         }
 
 
-def stage_specs(target: Target, lock: Lock) -> list[StageSpec]:
-    """The build's stages in order: system, one per [[stage]], FlashInfer's modules where declared for this platform,
-    final (parents filled in by make_plan)."""
+def stage_specs(target: Target, lock: Lock, cross: PlannedStage | None = None) -> list[StageSpec]:
+    """The build's stages in order: system, one per [[stage]], FlashInfer's modules where declared for this platform
+    (unpacked from CROSS where they are cross-compiled), final (parents filled in by make_plan)."""
     specs = [StageSpec(STAGE_SYSTEM, STAGE_SYSTEM, "")]
     specs += [StageSpec(s.name, STAGE_WHEELS, "", tuple(lock.stage_wheels(s.name)), tuple(lock.stage_debs(s.name)), s.cuda_home)
               for s in target.stages]
     if aot_declared(target, lock):
-        specs.append(StageSpec(STAGE_AOT, STAGE_AOT, "", aot=target.flashinfer_aot.to_json(), archs=target.archs(lock.platform_name),
-                               script=aot_script()))
+        aot = target.flashinfer_aot.to_json()  # type: ignore[union-attr]
+        archs = target.archs(lock.platform_name)
+        if cross is None:
+            specs.append(StageSpec(STAGE_AOT, STAGE_AOT, "", aot=aot, archs=archs, script=aot_script()))
+        else:
+            specs.append(StageSpec(STAGE_AOT, STAGE_AOT, "", aot=aot, archs=archs, cross_from=cross.tag,
+                                   cross_file=SERVED_AOT_CROSS.format(key=cross.key[:16])))
     return specs + [StageSpec(STAGE_FINAL, STAGE_FINAL, "")]
+
+
+def cross_plan(target: Target, lock: Lock, revision: str, *, reproducible: bool, repo: str | None, builder: str) -> Plan | None:
+    """Where LOCK's platform has its FlashInfer modules cross-compiled: AOT_BUILD_PLATFORM's plan cut after its last
+    wheels stage (the toolchain), with the STAGE_AOT_CROSS stage over it. That stage installs Debian's cross compiler
+    (locked in AOT_BUILD_PLATFORM's closure) and unpacks this platform's CUDA runtime wheel to link against; its key
+    follows the toolchain's tag, those files, the declaration, the architectures and the code, as any stage's."""
+    if lock.platform_name not in target.aot_cross_platforms() or not aot_declared(target, lock):
+        return None
+    if lock.file_text is None:
+        raise ValueError("a cross-compiled platform's plan needs its whole lock file (the build platform's closure)")
+    host_lock = parse_lock_file(lock.file_text, f"{target.name}'s lock").lock(AOT_BUILD_PLATFORM)
+    runtime = lock.wheel(AOT_CROSS_RUNTIME)
+    if runtime is None:
+        raise InputError(f"target {target.name!r} cross-compiles FlashInfer's modules for {lock.platform_name} but its lock "
+                         f"has no {AOT_CROSS_RUNTIME} there", "the modules link that platform's libcudart: lock a torch that needs it")
+    # under a REPO (the reproducibility check's), the build platform's stages and base go to their own: REPO:base is ours
+    host_repo = f"{repo}-{AOT_BUILD_PLATFORM.rpartition('/')[2]}" if repo else None
+    host = make_plan(target, host_lock, revision, reproducible=reproducible, repo=host_repo, derived=(), builder=builder)
+    below = [s for s in host.stages if s.spec.kind in (STAGE_SYSTEM, STAGE_WHEELS)]
+    runtime = replace(runtime, stage=STAGE_AOT_CROSS)
+    spec = StageSpec(STAGE_AOT_CROSS, STAGE_AOT_CROSS, below[-1].tag, wheels=(runtime,),
+                     debs=tuple(host_lock.stage_debs(STAGE_AOT_CROSS)), aot=target.flashinfer_aot.to_json(),  # type: ignore[union-attr]
+                     archs=target.archs(lock.platform_name), script=aot_script(), triplet=GNU_TRIPLETS[lock.platform_name])
+    if not spec.debs:
+        raise InputError(f"target {target.name!r}: the {AOT_BUILD_PLATFORM} closure of its lock has no cross compiler for "
+                         f"{lock.platform_name}", f"lock it again (sglbuild lock {target.name})")
+    stage = _planned(host.values, spec, host_repo)
+    return replace(host, stages=(*below, stage), lock=replace(host_lock, wheels=[*host_lock.wheels, runtime]), cross=None)
 
 
 def aot_script() -> ServedFile:
@@ -292,18 +345,21 @@ def make_plan(target: Target, lock: Lock, revision: str, *, reproducible: bool =
         "entrypoint": ENTRYPOINT_IN_IMAGE if flags else "", "buildkit": builder == "buildkit",
         "buildkit_port": BUILDKIT_WHEELHOUSE_PORT,
         "site_packages": f"{VENV}/lib/python{lock.platform.python_short}/site-packages",
-        "aot_workspace": AOT_WORKSPACE,
+        "aot_workspace": AOT_WORKSPACE, "aot_cross_out": AOT_CROSS_OUT, "aot_cross_sysroot": AOT_CROSS_SYSROOT,
     }
     base = f"{repo}:base" if repo else base_ref(target, lock)
+    cross = cross_plan(target, lock, revision, reproducible=reproducible, repo=repo, builder=builder)
+    specs = stage_specs(target, lock, cross.stages[-1] if cross else None)
     stages: list[PlannedStage] = []
     parent = base
-    for spec in stage_specs(target, lock)[:-1] if awaiting else stage_specs(target, lock):
+    for spec in specs[:-1] if awaiting else specs:
         stages.append(_planned(values, replace(spec, parent=parent), repo))
         parent = stages[-1].tag
     extra = tuple(s.spec.script for s in stages if s.spec.script)  # the AOT stage's code, where it has one
     return Plan(target=target, lock=lock, base=base, stages=tuple(stages), labels=labels(target, lock, revision, flags),
                 serve_flags=flags, sbom=sbom, served=(*final_files, *extra, ServedFile(helpers.filename, helpers_data)),
-                values=values, revision=revision, builder=builder, reproducible=reproducible, repo=repo, awaiting_evidence=awaiting)
+                values=values, revision=revision, builder=builder, reproducible=reproducible, repo=repo, awaiting_evidence=awaiting,
+                cross=cross)
 
 
 def _final_files(lock: Lock, sbom: str, flags: tuple[str, ...]) -> list[ServedFile]:
@@ -328,7 +384,7 @@ def plans_text(plans: list[Plan], present: dict[str, bool] | None) -> str:
     """
     users: dict[str, list[str]] = {}
     for p in plans:
-        for tag in (p.base, *(s.tag for s in p.stages)):
+        for tag in (p.base, *(s.tag for s in p.stages), *((p.cross.stages[-1].tag,) if p.cross else ())):
             users.setdefault(tag, []).append(p.target.name)
 
     def row(name: str, tag: str, key: str, owner: str) -> str:
@@ -342,6 +398,9 @@ def plans_text(plans: list[Plan], present: dict[str, bool] | None) -> str:
         lines.append(f"{p.target.name}  lock sha256:{p.lock.digest[:16]}  -> {p.human_tag}  ({p.builder} builder{where})")
         lines.append(row("base", p.base, p.base.rpartition(":")[2], p.target.name))
         lines += [row(s.name, s.tag, s.key, p.target.name) for s in p.stages]
+        if p.cross:  # built on the build platform, over its toolchain: the flashinfer-aot stage above unpacks its modules
+            c = p.cross.stages[-1]
+            lines.append(row(c.name, c.tag, c.key, p.target.name) + f"  ({p.cross.platform}, over {c.spec.parent})")
         if p.awaiting_evidence:
             lines.append(f"  {'final':<14} {'(pending)':<16}  build  flags derived from the evidence of {p.evidence_stage.name}")
     if present is None:

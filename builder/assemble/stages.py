@@ -8,15 +8,18 @@ tag: that is :mod:`builder.ship.tag`'s, after :mod:`builder.ship.gate` passed.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
+import tarfile
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from ..contracts import BUILDKIT_WHEELHOUSE_PORT, LABEL_MANAGED, LABEL_STAGE_KEY, TOOLS
+from ..contracts import AOT_CROSS_OUT, BUILDKIT_WHEELHOUSE_PORT, LABEL_MANAGED, LABEL_STAGE_KEY, TOOLS
+from ..engine.archives import tar_archive
 from ..errors import DiskFull, InputError
 from ..inputs.profile import Target
 from ..inputs.wheelhouse import verify_wheelhouse
@@ -27,7 +30,7 @@ from .cache import StageCache
 from .emulation import check_can_run
 from .helpers_wheel import HELPERS_DIR
 from .normalize import normalize
-from .plan import Plan, PlannedStage
+from .plan import Plan, PlannedStage, ServedFile
 from .wheelserver import WheelServer
 
 if TYPE_CHECKING:
@@ -116,7 +119,16 @@ def _build_image(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Reporte
     built = Built(plan, plan.base, base_built, time.monotonic() - t0)
     reporter.step("base", "built" if base_built else "reused", f"{built.base_seconds:5.1f} s  {plan.base}")
 
-    built.stages = build_stages(engine, plan, wheelhouse, reporter, fresh=fresh, verbose=verbose, cache=cache, wheels_checked=wheels_checked)
+    if plan.cross is None:
+        built.stages = build_stages(engine, plan, wheelhouse, reporter, fresh=fresh, verbose=verbose, cache=cache,
+                                    wheels_checked=wheels_checked)
+    else:  # the modules are wanted only at the flashinfer-aot stage: by then another job may have cached them
+        at = next(i for i, s in enumerate(plan.stages) if s.spec.cross_file)
+        built.stages = build_stages(engine, plan, wheelhouse, reporter, fresh=fresh, verbose=verbose, cache=cache,
+                                    only=list(plan.stages[:at]), wheels_checked=wheels_checked)
+        plan = built.plan = cross_compiled(engine, plan, wheelhouse, reporter, fresh=fresh, verbose=verbose, cache=cache)
+        built.stages += build_stages(engine, plan, wheelhouse, reporter, fresh=fresh, verbose=verbose, cache=cache,
+                                     only=list(plan.stages[at:]), wheels_checked=wheels_checked)
     if plan.awaiting_evidence:
         t0 = time.monotonic()
         built.evidence_image = built.stages[-1].image_id
@@ -139,6 +151,60 @@ def _build_image(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Reporte
                   f"{built.normalize_seconds:5.1f} s  {built.image_id[:19]} ({len(built.layers)} layers)")
     built.seconds = time.monotonic() - started
     return built
+
+
+def cross_compiled(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Reporter, *, fresh: bool = False,
+                   verbose: bool = False, cache: StageCache | None = None) -> Plan:
+    """PLAN with its cross-compiled FlashInfer modules served to its flashinfer-aot stage: the build platform's stages up to
+    the STAGE_AOT_CROSS stage built (or reused) natively, its modules read from that image into one tar, by name, each
+    dated SOURCE_DATE_EPOCH. Nothing to do when the flashinfer-aot stage is here already."""
+    aot = next(s for s in plan.stages if s.spec.cross_file)
+    if not fresh and _trusted(engine, aot, Reporter(quiet=True)) is not None:  # build_stages reuses it: nothing to serve
+        return plan
+    host = plan.cross
+    assert host is not None
+    cross = host.stages[-1]
+    reporter.info(f"FlashInfer's modules for {plan.platform}: compiled on {host.platform} ({cross.tag})")
+    image = _trusted(engine, cross, reporter) if not fresh else None
+    if image is None and cache is not None and not fresh:  # pushed by the build platform's job: its stages are not needed
+        image = cache.fetch(cross.name, cross.key, cross.tag)
+        if image is not None:
+            record_stage(cross.key, image, engine.images.get(image).content_key)
+    if image is None:
+        check_can_run(host.platform, engine.platform)  # a build platform that is not this engine's runs emulated, or says so
+        ensure_base(engine, host.target, host.lock, host.base, fresh=fresh, cache=cache)
+        image = build_stages(engine, host, wheelhouse, reporter, fresh=fresh, verbose=verbose, cache=cache)[-1].image_id
+    return serving_modules(engine, plan, image)
+
+
+def serving_modules(engine: Engine, plan: Plan, image: str) -> Plan:
+    """PLAN with the modules of IMAGE (its STAGE_AOT_CROSS stage's) among the files its build serves."""
+    aot = next(s for s in plan.stages if s.spec.cross_file)
+    files = _tree(engine.images.archive(image, AOT_CROSS_OUT) or b"")
+    if not files:
+        raise InputError(f"stage {plan.cross.stages[-1].name if plan.cross else image} left no module in {AOT_CROSS_OUT}",
+                         "build it again with --no-cache")
+    data = tar_archive(dict(sorted(files.items())), plan.target.base.source_date_epoch)
+    return replace(plan, served=(*plan.served, ServedFile(aot.spec.cross_file, data)))
+
+
+def _tree(archive: bytes) -> dict[str, bytes]:
+    """{path below the copied directory: contents} of the files in a ``docker cp`` archive."""
+    out = {}
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        for member in tar.getmembers():
+            if member.isfile():
+                out[member.name.split("/", 1)[1]] = tar.extractfile(member).read()  # type: ignore[union-attr]
+    return out
+
+
+def _stage_args(plan: Plan, stage: PlannedStage) -> dict[str, str]:
+    """Build arguments one stage's text reads beyond the wheelhouse's address: a cross-compiled flashinfer-aot stage
+    checks the served modules against the sha256 the build read from their image."""
+    if not stage.spec.cross_file:
+        return {}
+    served = next(f for f in plan.served if f.url_path == stage.spec.cross_file)
+    return {"SGLBUILD_AOT_SHA256": served.sha256}
 
 
 def build_stages(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Reporter, *, fresh: bool = False,
@@ -201,7 +267,7 @@ def _classic_builder(engine: Engine, plan: Plan, wheelhouse: Path, fresh: bool, 
         platform = plan.platform if plan.platform != engine.platform else None
         yield lambda stage: engine.builds.classic(
             stage.dockerfile, stage.name, network=network, nocache=fresh, platform=platform,
-            buildargs={"SGLBUILD_WHEELHOUSE": server.url, "PIP_TRUSTED_HOST": gateway},
+            buildargs={"SGLBUILD_WHEELHOUSE": server.url, "PIP_TRUSTED_HOST": gateway, **_stage_args(plan, stage)},
             labels={LABEL_MANAGED: "true", LABEL_STAGE_KEY: stage.key},
             on_line=reporter.build_line if verbose else None,
             on_failure=None if verbose else reporter.build_lines,  # the failed step's last lines, above the error
@@ -221,7 +287,8 @@ def _buildkit_builder(engine: Engine, plan: Plan, wheelhouse: Path, fresh: bool,
                 platform=plan.platform if plan.platform != engine.platform else None,
                 buildargs={"SGLBUILD_WHEELHOUSE": f"http://127.0.0.1:{BUILDKIT_WHEELHOUSE_PORT}/",
                            # BuildKit dates the config and history with it (the Dockerfile's default is not read for that)
-                           **({"SOURCE_DATE_EPOCH": str(plan.target.base.source_date_epoch)} if plan.reproducible else {})},
+                           **({"SOURCE_DATE_EPOCH": str(plan.target.base.source_date_epoch)} if plan.reproducible else {}),
+                           **_stage_args(plan, stage)},
                 labels={LABEL_MANAGED: "true", LABEL_STAGE_KEY: stage.key},
                 on_line=reporter.build_line if verbose else None,
                 on_failure=None if verbose else reporter.build_lines,

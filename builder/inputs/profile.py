@@ -19,7 +19,7 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from ..contracts import DEFAULT_PLATFORM, PLATFORMS, RESERVED_STAGE_NAMES
+from ..contracts import AOT_BUILD_PLATFORM, DEFAULT_PLATFORM, GNU_TRIPLETS, PLATFORMS, RESERVED_STAGE_NAMES
 from ..errors import ProfileError
 
 if sys.version_info >= (3, 11):
@@ -174,6 +174,16 @@ class Target:
         table = dict(self.platforms)
         return table[platform or self.platforms[0][0]]
 
+    def aot_cross_platforms(self) -> tuple[str, ...]:
+        """The platforms whose FlashInfer modules are cross-compiled on AOT_BUILD_PLATFORM (no compiler under emulation)."""
+        if self.flashinfer_aot is None:
+            return ()
+        return tuple(p for p in self.platform_names if p != AOT_BUILD_PLATFORM and self.flashinfer_aot.covers(p))
+
+    def aot_cross_compilers(self) -> tuple[str, ...]:
+        """Debian's cross C++ compilers those need, installed over AOT_BUILD_PLATFORM's toolchain (locked there)."""
+        return tuple(f"g++-{GNU_TRIPLETS[p]}" for p in self.aot_cross_platforms())
+
     @property
     def gpu_arch(self) -> str:
         """The first platform's architectures, as the image's label spells them (sm_100,sm_120)."""
@@ -201,6 +211,8 @@ class Target:
         }
         if self.declares_platforms:  # only where declared: other targets keep their inputs digest, so their locks
             inputs["platforms"] = self.platform_names
+        if self.aot_cross_compilers():  # likewise: only where FlashInfer's modules are cross-compiled
+            inputs["aot_cross"] = list(self.aot_cross_compilers())
         return inputs
 
     def inputs_digest(self) -> str:
@@ -392,10 +404,13 @@ def _parse_aot(r: _Reader, platforms: list[str]) -> FlashInferAot:
     dtype = r.get("dtype", str, default.dtype)
     if dtype not in AOT_DTYPES:
         raise r.fail("dtype", f"{dtype!r}: one of {', '.join(AOT_DTYPES)}")
+    covered = listed("platforms", tuple(platforms), tuple(platforms))
+    if AOT_BUILD_PLATFORM not in platforms and covered:  # every platform's modules compile there (its toolchain stage)
+        raise r.fail("platforms", f"FlashInfer's modules compile on {AOT_BUILD_PLATFORM}, which this target does not build: "
+                                  f"add it to [platforms], or drop [flashinfer_aot]")
     return FlashInferAot(modules=listed("modules", AOT_MODULES, default.modules), dtype=dtype,
                          kv_dtypes=listed("kv_dtypes", AOT_KV_DTYPES, default.kv_dtypes),
-                         head_dims=listed("head_dims", AOT_HEAD_DIMS, default.head_dims),
-                         platforms=listed("platforms", tuple(platforms), tuple(platforms)))
+                         head_dims=listed("head_dims", AOT_HEAD_DIMS, default.head_dims), platforms=covered)
 
 
 def _parse_platforms(r: _Reader) -> tuple[tuple[str, tuple[str, ...]], ...]:

@@ -28,7 +28,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from ..contracts import PLATFORMS, TOOLS
+from ..contracts import AOT_BUILD_PLATFORM, PLATFORMS, STAGE_AOT_CROSS, TOOLS
 from ..errors import IntegrityError, MissingFile, NetworkError, ResolutionError, ToolMissing
 from ..state import remember, remembered, scratch
 from .hashing import sha256_file
@@ -128,12 +128,15 @@ def resolve_stage_debs(target: Target, arch: str, base: dict[str, str]) -> list[
     """
     index = None
     have, asked, debs = dict(base), [], []
-    for stage in (s for s in target.stages if s.debian):
-        asked += stage.debian
+    wanted = [(s.name, s.debian) for s in target.stages if s.debian]
+    if arch == PLATFORMS[AOT_BUILD_PLATFORM][1] and target.aot_cross_compilers():  # over the toolchain: FlashInfer's cross stage
+        wanted.append((STAGE_AOT_CROSS, target.aot_cross_compilers()))
+    for stage_name, packages in wanted:
+        asked += packages
         closure = resolve_debian(target, arch, tuple(asked))
         moved = sorted(f"{p} {have[p]} -> {v}" for p, v in closure.items() if p in have and have[p] != v)
         if moved:
-            raise ResolutionError(f"stage {stage.name!r}'s Debian packages need other versions of the base's: {', '.join(moved)}",
+            raise ResolutionError(f"stage {stage_name!r}'s Debian packages need other versions of the base's: {', '.join(moved)}",
                                   "lock again (the mirror moved between the two resolutions) or add them to [base] packages")
         index = index or debian_index.packages_index(target.base.mirror, target.base.suite, arch)
         for name, version in sorted(closure.items()):
@@ -144,7 +147,7 @@ def resolve_stage_debs(target: Target, arch: str, base: dict[str, str]) -> list[
                 raise ResolutionError(f"{name} {version} is not in the {arch} index of {target.base.suite} on {target.base.mirror}",
                                       "lock again: the mirror moved while it was read")
             debs.append(Deb(name=name, version=version, filename=entry.filename.rsplit("/", 1)[-1], sha256=entry.sha256,
-                            url=f"{target.base.mirror.rstrip('/')}/{entry.filename}", stage=stage.name, size=entry.size,
+                            url=f"{target.base.mirror.rstrip('/')}/{entry.filename}", stage=stage_name, size=entry.size,
                             architecture=entry.filename.rsplit("_", 1)[-1].removesuffix(".deb")))
             have[name] = version
     return debs

@@ -13,9 +13,10 @@ import threading
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..contracts import AOT_BUILD_PLATFORM, AOT_CROSS_RUNTIME
 from ..errors import DiskFull, InputError, IntegrityError, Interrupted, MissingFile, NetworkError, SglbuildError
 from ..ui import Reporter, Transfer
 from .hashing import VerifiedCache, sha256_file
@@ -70,9 +71,11 @@ def fetch_target(profile: Profile, target: Target, wheelhouse: Path, reporter: R
     unknown = [p for p in platforms if p not in locks.locks]
     if unknown:
         raise InputError(f"target {target.name!r} has no platform {unknown[0]}", f"its platforms: {', '.join(locks.locks)}")
-    chosen = LockFile(locks.target, locks.inputs, {p: lock for p, lock in locks.locks.items() if not platforms or p in platforms},
-                      multi=locks.multi)
-    return fetch(chosen, wheelhouse, reporter, jobs)
+    chosen = {p: lock for p, lock in locks.locks.items() if not platforms or p in platforms}
+    if AOT_BUILD_PLATFORM in chosen:  # it compiles the other platforms' FlashInfer modules: their CUDA runtime to link
+        runtimes = [w for p in target.aot_cross_platforms() if p not in chosen and (w := locks.locks[p].wheel(AOT_CROSS_RUNTIME))]
+        chosen[AOT_BUILD_PLATFORM] = replace(chosen[AOT_BUILD_PLATFORM], wheels=[*chosen[AOT_BUILD_PLATFORM].wheels, *runtimes])
+    return fetch(LockFile(locks.target, locks.inputs, chosen, multi=locks.multi), wheelhouse, reporter, jobs)
 
 
 def fetch(lock: Lock | LockFile, wheelhouse: Path, reporter: Reporter, jobs: int = 4) -> FetchResult:

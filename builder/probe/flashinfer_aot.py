@@ -17,12 +17,14 @@ no positional encoding in the kernel (RoPE is applied before), no sliding window
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
 import subprocess
 import sys
-from typing import Any, Dict, List, Tuple
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
 
 _TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp8_e4m3": "float8_e4m3fn", "fp8_e5m2": "float8_e5m2"}
 
@@ -75,24 +77,50 @@ def _seeded_nvcc(workspace: str) -> str:
     return wrapper
 
 
-def build(declared: Dict[str, Any], archs: List[str], workspace: str) -> List[str]:
+def _cross_env(triplet: str, sysroot: str) -> None:
+    """Compile the host side with Debian's cross compiler for TRIPLET and link against the other platform's CUDA
+    runtime, unpacked (its wheel) under SYSROOT; nvcc, the device code's compiler, is this machine's own.
+
+    FlashInfer's ninja file takes the host compiler from $CC (nvcc -ccbin) and $CXX, and extra link flags from
+    $FLASHINFER_EXTRA_LDFLAGS, after its own: the linker passes over this platform's libcudart as incompatible."""
+    lib = os.path.join(sysroot, "lib")
+    os.makedirs(lib, exist_ok=True)
+    runtime = sorted(glob.glob(os.path.join(sysroot, "nvidia", "cu*", "lib", "libcudart.so.*")))
+    if not runtime:
+        raise SystemExit(f"sglbuild: no libcudart.so.* of the other platform under {sysroot}")
+    os.symlink(runtime[-1], os.path.join(lib, "libcudart.so"))
+    # libcuda.so is the driver's, mounted at run time: an empty library of its name to link against, as cuda_home's stub
+    subprocess.run([f"{triplet}-gcc", "-shared", "-nostdlib", "-x", "c", "/dev/null", "-Wl,-soname,libcuda.so.1",
+                    "-o", os.path.join(lib, "libcuda.so")], check=True)
+    os.environ.update({"CC": f"{triplet}-g++", "CXX": f"{triplet}-g++", "FLASHINFER_EXTRA_LDFLAGS": f"-L{lib}"})
+
+
+def build(declared: Dict[str, Any], archs: List[str], workspace: str, cross: Optional[Tuple[str, str, str]] = None) -> List[str]:
     """Compile the declared modules for ARCHS in WORKSPACE and put each where the image's FlashInfer looks first
-    (flashinfer/data/aot/NAME/NAME.so). Returns the modules' names."""
+    (flashinfer/data/aot/NAME/NAME.so). Returns the modules' names.
+
+    CROSS (triplet, sysroot, out): for another platform, with that platform's host compiler, each module put under
+    OUT/NAME/NAME.so instead (that platform's image unpacks them into its own FlashInfer's directory)."""
     os.environ["FLASHINFER_CUDA_ARCH_LIST"] = arch_list(archs)
     os.environ["FLASHINFER_WORKSPACE_BASE"] = workspace
     os.environ["FLASHINFER_NVCC"] = _seeded_nvcc(workspace)
+    strip = "strip"
+    if cross is not None:
+        _cross_env(cross[0], cross[1])
+        strip = f"{cross[0]}-strip"
     from flashinfer.jit import build_jit_specs, env
 
     todo = [spec for _, spec in specs(declared)]
     build_jit_specs(todo, verbose=False, skip_prebuilt=False)
     for spec in todo:
-        dest = env.FLASHINFER_AOT_DIR / spec.name / f"{spec.name}.so"
+        root = env.FLASHINFER_AOT_DIR if cross is None else Path(cross[2])
+        dest = root / spec.name / f"{spec.name}.so"
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(spec.jit_library_path, dest)
         # nvcc names each translation unit's host stub after its own process ID (tmpxft_<pid>_...), and ninja compiles
         # in parallel: those names reach only the local symbol table. Without it the module is the same bytes every
         # build; the dynamic symbols FlashInfer loads and the GPU code (.nv_fatbin) are untouched.
-        subprocess.run(["strip", "--strip-unneeded", str(dest)], check=True)
+        subprocess.run([strip, "--strip-unneeded", str(dest)], check=True)
     return [spec.name for spec in todo]
 
 
@@ -109,10 +137,12 @@ def resolve(declared: Dict[str, Any], archs: List[str]) -> List[Dict[str, Any]]:
 
 
 def main(argv: List[str]) -> int:
-    """build DECLARED_JSON ARCHS WORKSPACE | resolve DECLARED_JSON ARCHS: the last line printed is JSON."""
+    """build DECLARED_JSON ARCHS WORKSPACE [--cross TRIPLET SYSROOT OUT] | resolve DECLARED_JSON ARCHS: the last line
+    printed is JSON."""
     command, declared = argv[0], json.loads(argv[1])
     if command == "build":
-        names = build(declared, argv[2].split(","), argv[3])
+        cross = (argv[5], argv[6], argv[7]) if argv[4:5] == ["--cross"] else None
+        names = build(declared, argv[2].split(","), argv[3], cross)
         print(json.dumps({"built": names}))
     else:
         print(json.dumps(resolve(declared, argv[2].split(","))))

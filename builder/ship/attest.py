@@ -79,7 +79,9 @@ def provenance(engine: Engine, image: ImageRecord, plan: Plan | None, profile_di
                                 "layers": list(image.layers)}
     if plan is not None:
         dependencies.append({"uri": plan.base, "annotations": {"debian": plan.target.base.suite}})
-        internal.update(stages={s.name: s.key for s in plan.stages}, sourceDateEpoch=plan.target.base.source_date_epoch,
+        # a cross-compiled platform's modules come from a stage of the build platform: its key too
+        cross = {plan.cross.stages[-1].name: plan.cross.stages[-1].key} if plan.cross else {}
+        internal.update(stages={**{s.name: s.key for s in plan.stages}, **cross}, sourceDateEpoch=plan.target.base.source_date_epoch,
                         base=plan.base, platform=plan.platform)
     external: dict[str, Any] = {"target": labels.get(LABEL_TARGET, ""), "platform": image.platform}
     if profile_digest:
