@@ -239,3 +239,15 @@ def test_render_and_plan_show_the_cross_stage_under_arm64():
     assert p.returncode == 0, p.stderr
     cross = json.loads(p.stdout)[0]["cross"]
     assert cross["platform"] == "linux/amd64" and cross["name"] == STAGE_AOT_CROSS and cross["parent"].startswith("sglbuild/stage:toolchain-")
+
+
+def test_the_provenance_of_an_arm64_image_names_the_cross_stages_key(blackwell):
+    from types import SimpleNamespace
+
+    from builder.ship.attest import provenance
+
+    target, locks = blackwell
+    arm64 = make_plan(target, locks["linux/arm64"], "r")
+    image = SimpleNamespace(labels={}, layers=[], platform="linux/arm64", id="sha256:" + "0" * 64)  # what provenance reads
+    stages = provenance(SimpleNamespace(version="26.1.5", builder="classic"), image, arm64, None)["buildDefinition"]["internalParameters"]["stages"]
+    assert stages[STAGE_AOT_CROSS] == arm64.cross.stages[-1].key and stages[STAGE_AOT] == arm64.stages[-1].key
