@@ -19,13 +19,10 @@ Needs the stages `sglbuild build blackwell` makes (both platforms; BENCH_TARGET 
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
-import struct
 import sys
-import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,70 +32,47 @@ sys.path.insert(0, str(ROOT))
 from builder.assemble.stages import build_stages, serving_modules  # noqa: E402
 from builder.contracts import STAGE_AOT  # noqa: E402
 from builder.engine import connect  # noqa: E402
+from builder.engine.archives import tar_archive  # noqa: E402
+from builder.engine.images import tar_member_bytes  # noqa: E402
 from builder.inputs.profile import load_profile  # noqa: E402
+from builder.probe.fatbin import sass_digests  # noqa: E402
 from builder.pipeline import plans  # noqa: E402
 from builder.ui import Reporter  # noqa: E402
 
 DECODE = '{"dtype":"bf16","head_dims":[128],"kv_dtypes":["bf16"],"modules":["decode"]}'
 
 
-def fatbin_entries(elf: bytes) -> list[tuple[int, str]]:
-    """(SASS architecture, sha256 of the entry) for each ELF entry of the .nv_fatbin section."""
-    shoff, = struct.unpack_from("<Q", elf, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 0x3A)
-    sections = [struct.unpack_from("<IIQQQQIIQQ", elf, shoff + i * shentsize) for i in range(shnum)]
-    names = sections[shstrndx][4]
-    blob = next(elf[s[4]:s[4] + s[5]] for s in sections if elf[names + s[0]:elf.index(b"\0", names + s[0])] == b".nv_fatbin")
-    out, off = [], 0
-    while off + 16 <= len(blob):
-        magic, _, header, size = struct.unpack_from("<IHHQ", blob, off)
-        if magic != 0xBA55ED50:
-            off += 8
-            continue
-        entry, end = off + header, off + header + size
-        while entry < end:
-            kind, = struct.unpack_from("<H", blob, entry)
-            head, = struct.unpack_from("<I", blob, entry + 4)
-            payload, = struct.unpack_from("<Q", blob, entry + 8)
-            arch, = struct.unpack_from("<I", blob, entry + 28)
-            if kind == 2:
-                out.append((arch, hashlib.sha256(blob[entry + head:entry + head + payload]).hexdigest()))
-            entry += head + payload
-        off = end
-    return sorted(out)
+def fatbin_entries(elf: bytes) -> list[tuple[str, str]]:
+    """(SASS architecture, sha256 of the entry as stored) for each SASS entry of the module's .nv_fatbin (sglbuild's
+    reader; tests/test_fatbin.py holds the digests against the cubins cuobjdump extracts)."""
+    with tempfile.NamedTemporaryFile(suffix=".so") as f:
+        f.write(elf)
+        f.flush()
+        return sass_digests(Path(f.name))
 
 
-def compile_one(client, image: str, archs: str, script: str, runtime: bytes | None, platform: str | None = None) -> tuple[float, bytes]:
+def compile_one(client, image: str, archs: str, script: str, runtime: bytes | None, epoch: int,
+                platform: str | None = None) -> tuple[float, bytes]:
     """The decode module compiled in a fresh container of IMAGE (cross-compiled for aarch64 when RUNTIME, arm64's CUDA
-    runtime wheel, is given); its seconds and the module's bytes."""
+    runtime wheel, is given), with the stage's SOURCE_DATE_EPOCH as its step has it; its seconds and the module's bytes."""
     cross = "--cross aarch64-linux-gnu /tmp/sysroot /tmp/out" if runtime else ""
     out_dir = "/tmp/out" if runtime else "/opt/venv/lib/python3*/site-packages/flashinfer/data/aot"
     setup = "python3 -B -m zipfile -e /tmp/runtime.whl /tmp/sysroot && " if runtime else ""
     command = (f"{setup}t0=$(date +%s.%N); /opt/venv/bin/python -B /tmp/aot.py build '{DECODE}' {archs} /tmp/ws {cross} >/dev/null && "
-               f"t1=$(date +%s.%N); echo $t0 $t1; cd {out_dir} && tar -cf /tmp/m.tar */*.so && base64 -w0 /tmp/m.tar")
+               f"t1=$(date +%s.%N); echo $t0 $t1; cp {out_dir}/*/*.so /tmp/module.so")
     files = {"aot.py": script.encode(), **({"runtime.whl": runtime} if runtime else {})}
     container = client.containers.create(image, ["sh", "-c", command], network_disabled=True, entrypoint=[],
-                                         environment={"SOURCE_DATE_EPOCH": "1758153600"}, **({"platform": platform} if platform else {}))
+                                         environment={"SOURCE_DATE_EPOCH": str(epoch)}, **({"platform": platform} if platform else {}))
     try:
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            for name, data in files.items():
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-        container.put_archive("/tmp", buf.getvalue())
+        container.put_archive("/tmp", tar_archive(files, epoch))
         container.start()
         if container.wait()["StatusCode"] != 0:
             sys.exit(f"aot_cross_bench: the compile in {image} failed: {container.logs(tail=5).decode()}")
-        lines = container.logs(stderr=False).decode().split()
-        t0, t1, data = float(lines[-3]), float(lines[-2]), lines[-1]
+        t0, t1 = map(float, container.logs(stderr=False).decode().split()[-2:])
+        bits, _ = container.get_archive("/tmp/module.so")
+        return t1 - t0, tar_member_bytes(b"".join(bits))["module.so"]
     finally:
         container.remove(force=True)
-    import base64
-
-    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(data))) as tar:
-        member = next(m for m in tar.getmembers() if m.isfile())
-        return t1 - t0, tar.extractfile(member).read()  # type: ignore[union-attr]
 
 
 def main() -> None:
@@ -118,13 +92,14 @@ def main() -> None:
     runtime = (ROOT / "wheels" / cross.spec.wheels[0].filename).read_bytes()
     toolchain = cross.spec.parent
     arm_archs = ",".join(arm64.archs)
+    epoch = target.base.source_date_epoch
 
-    native_s, native = compile_one(client, toolchain, arm_archs, script, None)
-    cross_s, crossed = compile_one(client, cross.tag, arm_archs, script, runtime)
+    native_s, native = compile_one(client, toolchain, arm_archs, script, None, epoch)
+    cross_s, crossed = compile_one(client, cross.tag, arm_archs, script, runtime, epoch)
     rows = [("native (amd64 host code)", native_s, native), ("cross (this build's way)", cross_s, crossed)]
     if os.environ.get("BENCH_EMULATED") == "1":
         emu_image = [s for s in arm64.stages if s.name == "toolchain"][0].tag
-        emu_s, emulated = compile_one(client, emu_image, arm_archs, script, None, platform="linux/arm64")
+        emu_s, emulated = compile_one(client, emu_image, arm_archs, script, None, epoch, platform="linux/arm64")
         rows.append(("emulated (arm64, QEMU)", emu_s, emulated))
     ref = fatbin_entries(native)
     print(f"linux/arm64's FlashInfer modules: {target.name}, the decode module for {arm_archs}, on {os.cpu_count()} cores")
@@ -133,10 +108,10 @@ def main() -> None:
         same = fatbin_entries(data) == ref
         print(f"  {name:<28} {seconds:7.1f} s   {machine:<8} GPU code {'the same bytes as' if same else 'differs from'} the native compile's"
               f" ({len(ref)} entries)")
-    _, other = compile_one(client, toolchain, ",".join(amd64.archs), script, None)
+    _, other = compile_one(client, toolchain, ",".join(amd64.archs), script, None, epoch)
     shared = [a for a, _ in ref if a in {x for x, _ in fatbin_entries(other)}]
     same_shared = sorted(e for e in fatbin_entries(other) if e[0] in shared) == sorted(e for e in ref if e[0] in shared)
-    print(f"  sm_{shared[0] if shared else '?'} for {','.join(amd64.archs)} against {arm_archs}: "
+    print(f"  {shared[0] if shared else '?'} for {','.join(amd64.archs)} against {arm_archs}: "
           f"{'the same bytes' if same_shared else 'different code (the architecture list reaches the device compile)'}")
 
     reporter = Reporter(quiet=True)

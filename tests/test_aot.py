@@ -212,16 +212,17 @@ def test_flashinfer_that_cannot_answer_fails_and_an_image_that_declares_nothing_
 
 def test_the_unpacking_stage_checks_the_served_modules_against_the_sha256_the_build_read(blackwell):
     from builder.assemble.plan import ServedFile
-    from builder.assemble.stages import _stage_args, _tree
+    from builder.assemble.stages import _stage_args
     from builder.engine.archives import tar_archive
+    from builder.engine.images import tar_member_bytes
 
     target, locks = blackwell
     arm64 = make_plan(target, locks["linux/arm64"], "r")
     aot = next(s for s in arm64.stages if s.spec.kind == STAGE_AOT)
     # what `docker cp` gives for the cross stage's directory: its own name first, each module below
     copied = tar_archive({"sglbuild-aot/m/m.so": b"\x7fELF module", "sglbuild-aot/page/page.so": b"\x7fELF page"}, 0)
-    assert _tree(copied) == {"m/m.so": b"\x7fELF module", "page/page.so": b"\x7fELF page"}
-    served = ServedFile(aot.spec.cross_file, tar_archive(_tree(copied), target.base.source_date_epoch))
+    assert tar_member_bytes(copied, below=True) == {"m/m.so": b"\x7fELF module", "page/page.so": b"\x7fELF page"}
+    served = ServedFile(aot.spec.cross_file, tar_archive(tar_member_bytes(copied, below=True), target.base.source_date_epoch))
     plan = dataclasses.replace(arm64, served=(*arm64.served, served))
     assert _stage_args(plan, aot) == {"SGLBUILD_AOT_SHA256": served.sha256}
     assert all(_stage_args(plan, s) == {} for s in plan.stages if s is not aot)

@@ -17,7 +17,7 @@ import pytest
 from authority import Listing, compare_wheelhouse, cuobjdump_listing, find_cuobjdump
 from builder.contracts import GpuCode
 from builder.errors import FatbinError
-from builder.probe.fatbin import arch_key, scan_file, scan_stream, scan_wheel, verdict
+from builder.probe.fatbin import arch_key, sass_digests, scan_file, scan_stream, scan_wheel, verdict
 from support import CACHE, ROOT, make_wheel, need_nvcc, run_cli
 from testcache import kept_dir, tool_version
 
@@ -121,6 +121,22 @@ def test_architectures_of_real_nvcc_output(built, cuobjdump, name):
         assert code.compressed == code.entries > 0
     if name == "several":
         assert code.entries == 7  # nvcc 13 writes two ELF images per SASS target, plus the PTX
+
+
+def test_sass_digests_are_the_cubins_cuobjdump_extracts(built, cuobjdump, tmp_path):
+    """Each SASS entry's digest is the sha256 of the cubin `cuobjdump -xelf` writes (entries stored uncompressed); a
+    compressed entry's is of its stored bytes, so the same code stored another way is another digest."""
+    import hashlib
+
+    several = built["several"]  # its SASS entries stored as they are (nvcc compressed its PTX only)
+    ours = sass_digests(several)
+    subprocess.run([cuobjdump, "-xelf", "all", str(several)], cwd=tmp_path, check=True, capture_output=True)
+    theirs = sorted((f"sm_{p.name.rsplit('.sm_', 1)[1].removesuffix('.cubin')}", hashlib.sha256(p.read_bytes()).hexdigest())
+                    for p in tmp_path.glob("*.cubin"))
+    assert ours == theirs and {a for a, _ in ours} == {"sm_80", "sm_90a", "sm_120"}
+    plain, packed = sass_digests(built["sass"]), sass_digests(built["compressed"])
+    assert [a for a, _ in plain] == [a for a, _ in packed] == ["sm_120"] * len(plain) and plain != packed
+    assert sass_digests(built["host"]) == [] and sass_digests(built["cubin_sm_120"]) == []  # no fatbin: nothing to compare
 
 
 @pytest.mark.parametrize("arch", list(CUBINS))

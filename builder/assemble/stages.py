@@ -8,10 +8,8 @@ tag: that is :mod:`builder.ship.tag`'s, after :mod:`builder.ship.gate` passed.
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
-import tarfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -20,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ..contracts import AOT_CROSS_OUT, BUILDKIT_WHEELHOUSE_PORT, LABEL_MANAGED, LABEL_STAGE_KEY, TOOLS
 from ..engine.archives import tar_archive
+from ..engine.images import tar_member_bytes
 from ..errors import DiskFull, InputError
 from ..inputs.profile import Target
 from ..inputs.wheelhouse import verify_wheelhouse
@@ -180,22 +179,12 @@ def cross_compiled(engine: Engine, plan: Plan, wheelhouse: Path, reporter: Repor
 def serving_modules(engine: Engine, plan: Plan, image: str) -> Plan:
     """PLAN with the modules of IMAGE (its STAGE_AOT_CROSS stage's) among the files its build serves."""
     aot = next(s for s in plan.stages if s.spec.cross_file)
-    files = _tree(engine.images.archive(image, AOT_CROSS_OUT) or b"")
+    files = tar_member_bytes(engine.images.archive(image, AOT_CROSS_OUT) or b"", below=True)
     if not files:
         raise InputError(f"stage {plan.cross.stages[-1].name if plan.cross else image} left no module in {AOT_CROSS_OUT}",
                          "build it again with --no-cache")
     data = tar_archive(dict(sorted(files.items())), plan.target.base.source_date_epoch)
     return replace(plan, served=(*plan.served, ServedFile(aot.spec.cross_file, data)))
-
-
-def _tree(archive: bytes) -> dict[str, bytes]:
-    """{path below the copied directory: contents} of the files in a ``docker cp`` archive."""
-    out = {}
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        for member in tar.getmembers():
-            if member.isfile():
-                out[member.name.split("/", 1)[1]] = tar.extractfile(member).read()  # type: ignore[union-attr]
-    return out
 
 
 def _stage_args(plan: Plan, stage: PlannedStage) -> dict[str, str]:

@@ -217,8 +217,9 @@ class Images:
             containers.remove(container.id)
 
 
-def tar_member_bytes(archive: bytes) -> dict[str, bytes]:
-    """{file name: contents} of the files in a ``docker cp`` archive."""
+def tar_member_bytes(archive: bytes, *, below: bool = False) -> dict[str, bytes]:
+    """{file name: contents} of the files in a ``docker cp`` archive; BELOW: keyed by their path below the copied
+    directory (NAME/NAME.so) instead."""
     import io
     import tarfile
 
@@ -226,5 +227,6 @@ def tar_member_bytes(archive: bytes) -> dict[str, bytes]:
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         for member in tar.getmembers():
             if member.isfile():
-                out[member.name.rsplit("/", 1)[-1]] = tar.extractfile(member).read()  # type: ignore[union-attr]
+                key = member.name.split("/", 1)[1] if below else member.name.rsplit("/", 1)[-1]
+                out[key] = tar.extractfile(member).read()  # type: ignore[union-attr]
     return out

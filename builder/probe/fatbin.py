@@ -33,6 +33,7 @@ Standard library only: this module runs inside images.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import shutil
@@ -40,7 +41,7 @@ import struct
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import BinaryIO, Iterator, Tuple
+from typing import BinaryIO, Iterator, List, Optional, Tuple
 
 from ..contracts import GpuCode
 from ..errors import FatbinError, MissingFile
@@ -83,11 +84,13 @@ class _Window:
 
 
 class _Listing:
-    def __init__(self) -> None:
+    def __init__(self, digests: bool = False) -> None:
         self.sass: set = set()
         self.ptx: set = set()
         self.lto: set = set()
         self.entries = self.compressed = 0  # SASS and PTX entries, as cuobjdump counts them
+        # With DIGESTS: (SASS name, sha256 of the entry's payload as stored) per SASS entry; the payloads are read only then
+        self.digests: Optional[List[Tuple[str, str]]] = [] if digests else None
 
     def code(self, name: str, kind: str) -> GpuCode:
         return GpuCode(name, sorted(self.sass, key=arch_key), sorted(self.ptx, key=arch_key), self.entries, self.compressed, kind,
@@ -147,6 +150,9 @@ def _containers(f: BinaryIO, start: int, length: int, name: str, out: _Listing) 
             else:
                 if kind == _KIND_ELF:  # cuobjdump names family SASS as plain SASS
                     out.sass.add(f"sm_{arch}{'a' if suffix == 'a' else ''}")
+                    if out.digests is not None:
+                        data = _read(f, entry + ehsize, payload, "fatbin entry", name)
+                        out.digests.append((f"sm_{arch}{'a' if suffix == 'a' else ''}", hashlib.sha256(data).hexdigest()))
                 else:
                     out.ptx.add(f"compute_{arch}{suffix}")
                 out.entries += 1
@@ -257,6 +263,17 @@ def scan_stream(f: BinaryIO, name: str) -> GpuCode:
 def scan_file(path: Path) -> GpuCode:
     with open(path, "rb") as f:
         return scan_stream(f, str(path))
+
+
+def sass_digests(path: Path) -> List[Tuple[str, str]]:
+    """(SASS name, sha256 of its payload) for each SASS entry of a library's loadable fatbin, sorted: two builds' GPU code
+    compared entry by entry (a library's only; reads every payload)."""
+    out = _Listing(digests=True)
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if head[:4] == b"\x7fELF" and len(head) == 64 and head[4] == 2 and head[5] == 1:
+            _elf(f, head, str(path), out)
+    return sorted(out.digests or [])
 
 
 def may_hold_gpu_code(name: str) -> bool:
